@@ -1,0 +1,1 @@
+"""Kernels and their launchers (one file per backend)."""

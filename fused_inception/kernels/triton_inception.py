@@ -1,0 +1,329 @@
+"""The one-launch Inception block forward in Triton, and its launcher.
+
+One launch computes all four branches. The grid is persistent: each program walks over work
+items ``(branch item, pixel tile)``, heaviest branch first. A branch item is a block of ``BN``
+output channels of one branch:
+
+* KxK branches (3x3 and "5x5"): recompute the 1x1 reduce on the tile plus its halo, stage it
+  (post-ReLU, zero outside the image) in the program's own scratch rows, then run the KxK conv
+  as ``K*K`` shifted GEMMs over that scratch.
+* 1x1 branch: GEMM of the input tile with its columns of the packed 1x1 weights.
+* pool branch: 3x3 max over nine shifted loads of ``x`` (NaN propagates; padding never wins),
+  then GEMM with the projection weights.
+
+Each branch stores straight into its channel slice of the output (the concat).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ..packing import PackedWeights, _conv_memory_format
+from ..spec import InceptionSpec
+
+__all__ = ["TileConfig", "inception_forward_triton", "interpreting", "default_config", "candidate_configs"]
+
+
+# Triton binds a kernel to the interpreter or the compiler when it is defined, so what matters
+# is the environment at import time, not now.
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def interpreting() -> bool:
+    """True when this module's kernels run in Triton's CPU interpreter (set at import time)."""
+    return _INTERPRET
+
+
+@triton.jit
+def _mma(a, b, acc, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    # UPCAST works around the interpreter's bf16 tl.dot (it multiplies bit patterns).
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _relu(v, RELU: tl.constexpr):
+    # where() keeps NaN, as torch.relu does (max(NaN, 0) would give 0 on the GPU).
+    if RELU:
+        v = tl.where(v < 0.0, 0.0, v)
+    return v
+
+
+@triton.jit
+def _load_x(x_img, hh, ww, pix_ok, c0, sxc, sxh, sxw, CIN: tl.constexpr, BK: tl.constexpr):
+    cs = c0 + tl.arange(0, BK)
+    ptrs = x_img + cs[None, :] * sxc + hh[:, None] * sxh + ww[:, None] * sxw
+    return tl.load(ptrs, mask=pix_ok[:, None] & (cs < CIN)[None, :], other=0.0)
+
+
+@triton.jit
+def _load_w(w_ptr, r0, c0, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr,
+            BR: tl.constexpr, BC: tl.constexpr):
+    rs = r0 + tl.arange(0, BR)
+    cs = c0 + tl.arange(0, BC)
+    return tl.load(w_ptr + rs[:, None] * LD + cs[None, :],
+                   mask=(rs < ROWS)[:, None] & (cs < COLS)[None, :], other=0.0)
+
+
+@triton.jit
+def _store_out(out_img, acc, bias_ptr, c0, hh, ww, pix_ok, c_off, soc, soh, sow,
+               COUT: tl.constexpr, BN: tl.constexpr, RELU: tl.constexpr):
+    cs = c0 + tl.arange(0, BN)
+    c_ok = cs < COUT
+    acc = _relu(acc + tl.load(bias_ptr + cs, mask=c_ok, other=0.0)[None, :], RELU)
+    ptrs = out_img + (c_off + cs)[None, :] * soc + hh[:, None] * soh + ww[:, None] * sow
+    tl.store(ptrs, acc.to(out_img.dtype.element_ty), mask=pix_ok[:, None] & c_ok[None, :])
+
+
+@triton.jit
+def _pointwise_item(x_img, out_img, w_ptr, bias_ptr, oh0, ow0, c0, H, W,
+                    sxc, sxh, sxw, soc, soh, sow,
+                    W_LD: tl.constexpr, W_COL: tl.constexpr, OUT_C: tl.constexpr,
+                    CIN: tl.constexpr, COUT: tl.constexpr, POOL: tl.constexpr, RELU: tl.constexpr,
+                    TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """1x1 conv of ``x`` (or of its 3x3 max-pool when POOL) for output channels [c0, c0+BN)."""
+    pix = tl.arange(0, TH * TW)
+    hh = oh0 + pix // TW
+    ww = ow0 + pix % TW
+    pix_ok = (hh < H) & (ww < W)
+    acc = tl.zeros((TH * TW, BN), dtype=tl.float32)
+    for k0 in range(0, CIN, BK):
+        if POOL:
+            cs = k0 + tl.arange(0, BK)
+            ok = pix_ok[:, None] & (cs < CIN)[None, :]
+            # Start from the centre tap, which is inside the image for every valid pixel.
+            a = tl.load(x_img + cs[None, :] * sxc + hh[:, None] * sxh + ww[:, None] * sxw,
+                        mask=ok, other=0.0)
+            for tap in tl.static_range(9):
+                sh = hh + (tap // 3 - 1)
+                sw = ww + (tap % 3 - 1)
+                inside = pix_ok & (sh >= 0) & (sh < H) & (sw >= 0) & (sw < W)
+                v = tl.load(x_img + cs[None, :] * sxc + sh[:, None] * sxh + sw[:, None] * sxw,
+                            mask=inside[:, None] & (cs < CIN)[None, :], other=float("-inf"))
+                a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)
+            # Padded lanes would be -inf and turn into NaN in the GEMM: zero them.
+            a = tl.where(ok, a, 0.0)
+        else:
+            a = _load_x(x_img, hh, ww, pix_ok, k0, sxc, sxh, sxw, CIN, BK)
+        b = _load_w(w_ptr, k0, W_COL + c0, CIN, W_COL + COUT, W_LD, BK, BN)
+        acc = _mma(a, b, acc, PRECISION, UPCAST)
+    _store_out(out_img, acc, bias_ptr + W_COL, c0, hh, ww, pix_ok, OUT_C, soc, soh, sow, COUT, BN, RELU)
+
+
+@triton.jit
+def _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, wk_ptr, bk_ptr, oh0, ow0, c0, H, W,
+              sxc, sxh, sxw, soc, soh, sow,
+              W_LD: tl.constexpr, RED_COL: tl.constexpr, OUT_C: tl.constexpr,
+              CIN: tl.constexpr, CRED: tl.constexpr, COUT: tl.constexpr, K: tl.constexpr,
+              RELU: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr,
+              BK: tl.constexpr, BR: tl.constexpr, SCRATCH_C: tl.constexpr,
+              PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """KxK conv of the reduce map, channels [c0, c0+BN), with the reduce recomputed on the halo."""
+    BM: tl.constexpr = TH * TW
+    PAD: tl.constexpr = K // 2
+    HALO_W: tl.constexpr = TW + K - 1
+    HALO_PIX: tl.constexpr = (TH + K - 1) * HALO_W
+    # Phase 1: reduce = relu(x @ W_red + b) on the halo, 0 outside the image (the KxK conv
+    # zero-pads the post-ReLU map), written to this program's scratch rows.
+    tl.debug_barrier()  # the previous item's phase-2 reads of the scratch are done
+    for hc in range(0, HALO_PIX, BM):
+        hp = hc + tl.arange(0, BM)
+        gh = oh0 - PAD + hp // HALO_W
+        gw = ow0 - PAD + hp % HALO_W
+        inside = (hp < HALO_PIX) & (gh >= 0) & (gh < H) & (gw >= 0) & (gw < W)
+        for r0 in range(0, CRED, BR):
+            acc = tl.zeros((BM, BR), dtype=tl.float32)
+            for k0 in range(0, CIN, BK):
+                a = _load_x(x_img, gh, gw, inside, k0, sxc, sxh, sxw, CIN, BK)
+                b = _load_w(w_in_ptr, k0, RED_COL + r0, CIN, RED_COL + CRED, W_LD, BK, BR)
+                acc = _mma(a, b, acc, PRECISION, UPCAST)
+            rs = r0 + tl.arange(0, BR)
+            r_ok = rs < CRED
+            acc = _relu(acc + tl.load(b_in_ptr + RED_COL + rs, mask=r_ok, other=0.0)[None, :], RELU)
+            acc = tl.where(inside[:, None] & r_ok[None, :], acc, 0.0)
+            tl.store(scratch + hp[:, None] * SCRATCH_C + rs[None, :], acc.to(scratch.dtype.element_ty))
+    tl.debug_barrier()  # the whole halo is staged before any shifted read
+    # Phase 2: K*K shifted GEMMs over the staged halo.
+    pix = tl.arange(0, BM)
+    ty = pix // TW
+    tx = pix % TW
+    hh = oh0 + ty
+    ww = ow0 + tx
+    pix_ok = (hh < H) & (ww < W)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for tap in range(K * K):
+        hidx = (ty + tap // K) * HALO_W + (tx + tap % K)
+        for r0 in range(0, CRED, BR):
+            rs = r0 + tl.arange(0, BR)
+            a = tl.load(scratch + hidx[:, None] * SCRATCH_C + rs[None, :])
+            b = _load_w(wk_ptr + tap * CRED * COUT, r0, c0, CRED, COUT, COUT, BR, BN)
+            acc = _mma(a, b, acc, PRECISION, UPCAST)
+    _store_out(out_img, acc, bk_ptr, c0, hh, ww, pix_ok, OUT_C, soc, soh, sow, COUT, BN, RELU)
+
+
+@triton.jit
+def inception_fwd_kernel(
+    x_ptr, out_ptr, scratch_ptr,
+    w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, wp_ptr, bp_ptr,
+    H, W, tiles_w, tiles_per_img, n_tiles, total_work, n_programs, iters,
+    sxn, sxc, sxh, sxw, son, soc, soh, sow,
+    CIN: tl.constexpr, C1: tl.constexpr, C3R: tl.constexpr, C3: tl.constexpr,
+    C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
+    RELU: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    BR: tl.constexpr, SCRATCH_PIX: tl.constexpr, SCRATCH_C: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+):
+    W_LD: tl.constexpr = C1 + C3R + C5R
+    N3: tl.constexpr = (C3 + BN - 1) // BN
+    N5: tl.constexpr = (C5 + BN - 1) // BN
+    N1: tl.constexpr = (C1 + BN - 1) // BN
+    pid = tl.program_id(0)
+    scratch = scratch_ptr + pid.to(tl.int64) * (SCRATCH_PIX * SCRATCH_C)
+    # Programs stride over the work list (a range() starting at a program id trips the interpreter).
+    for i in range(0, iters):
+        work = pid + i * n_programs
+        item = work // n_tiles
+        tile = work % n_tiles
+        n = tile // tiles_per_img
+        t = tile % tiles_per_img
+        oh0 = (t // tiles_w) * TH
+        ow0 = (t % tiles_w) * TW
+        x_img = x_ptr + n.to(tl.int64) * sxn
+        out_img = out_ptr + n.to(tl.int64) * son
+        if work >= total_work:
+            item = -1
+        if item < 0:
+            pass
+        elif item < N3:
+            _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, oh0, ow0,
+                      item * BN, H, W, sxc, sxh, sxw, soc, soh, sow,
+                      W_LD, C1, C1, CIN, C3R, C3, K3, RELU, TH, TW, BN, BK, BR, SCRATCH_C,
+                      PRECISION, UPCAST)
+        elif item < N3 + N5:
+            _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, w5_ptr, b5_ptr, oh0, ow0,
+                      (item - N3) * BN, H, W, sxc, sxh, sxw, soc, soh, sow,
+                      W_LD, C1 + C3R, C1 + C3, CIN, C5R, C5, K5, RELU, TH, TW, BN, BK, BR, SCRATCH_C,
+                      PRECISION, UPCAST)
+        elif item < N3 + N5 + N1:
+            _pointwise_item(x_img, out_img, w_in_ptr, b_in_ptr, oh0, ow0, (item - N3 - N5) * BN, H, W,
+                            sxc, sxh, sxw, soc, soh, sow, W_LD, 0, 0, CIN, C1, False, RELU,
+                            TH, TW, BN, BK, PRECISION, UPCAST)
+        else:
+            _pointwise_item(x_img, out_img, wp_ptr, bp_ptr, oh0, ow0, (item - N3 - N5 - N1) * BN, H, W,
+                            sxc, sxh, sxw, soc, soh, sow, CP, 0, C1 + C3 + C5, CIN, CP, True, RELU,
+                            TH, TW, BN, BK, PRECISION, UPCAST)
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Tile shape of one launch: a TH x TW pixel tile, BN output channels, BK/BR reduction chunks."""
+
+    th: int = 8
+    tw: int = 8
+    bn: int = 64
+    bk: int = 32
+    br: int = 32
+    num_warps: int = 4
+    num_stages: int = 2
+    programs_per_sm: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("th", "tw", "bn", "bk", "br"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"TileConfig.{name} must be a power of two, got {v}")
+        if self.th * self.tw < 16 or min(self.bn, self.bk, self.br) < 16:
+            raise ValueError("TileConfig: th*tw, bn, bk and br must be >= 16 (tl.dot's minimum)")
+
+
+def _pow2_at_least(v: int, lo: int = 16, hi: int = 128) -> int:
+    return max(lo, min(hi, triton.next_power_of_2(v)))
+
+
+def default_config(spec: InceptionSpec, h: int, w: int) -> TileConfig:
+    """A heuristic tile shape: small maps get one tile per image, channel blocks fit the branch."""
+    th = 8 if h <= 8 else 16 if h <= 16 and w <= 16 else 8
+    tw = 8 if w <= 8 or th == 8 else 16
+    return TileConfig(th=th, tw=tw, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 64),
+                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64))
+
+
+def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
+    """The autotuning space for one block shape (the default first)."""
+    base = default_config(spec, h, w)
+    out = [base]
+    for th, tw in ((8, 8), (8, 16), (16, 16)):
+        for bn in (32, 64, 128):
+            for warps in (4, 8):
+                for stages in (2, 3):
+                    c = TileConfig(th=th, tw=tw, bn=bn, bk=base.bk, br=base.br, num_warps=warps,
+                                   num_stages=stages)
+                    if c not in out and (th * tw <= 128 or warps == 8):
+                        out.append(c)
+    return out
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and not interpreting() and torch.backends.cudnn.allow_tf32:
+        return "tf32"  # PyTorch's conv rule for fp32
+    return "ieee"
+
+
+def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
+                             config: TileConfig | None = None, max_programs: int | None = None,
+                             out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the fused block on ``x`` (N, Cin, H, W) in one launch; returns (N, Cout, H, W).
+
+    ``x`` may be NCHW, channels_last or strided; it is read in place. ``max_programs`` caps the
+    persistent grid (default: a few programs per SM on a GPU, one per work item in the interpreter).
+    """
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise TypeError(f"the Triton backend takes float16, bfloat16 or float32 input, got {x.dtype}")
+    n, cin, h, w = x.shape
+    if cin != spec.in_channels:
+        raise ValueError(f"expected {spec.in_channels} input channels, got {cin}")
+    if out is None:
+        out = torch.empty((n, spec.out_channels, h, w), dtype=x.dtype, device=x.device,
+                          memory_format=_conv_memory_format(x))
+    if out.numel() == 0:
+        return out
+    if max(cin, spec.out_channels) * h * w >= 2**31:
+        raise ValueError(f"one image of {max(cin, spec.out_channels)}x{h}x{w} elements exceeds 2^31")
+    cfg = config or default_config(spec, h, w)
+    tiles_h, tiles_w = triton.cdiv(h, cfg.th), triton.cdiv(w, cfg.tw)
+    n_tiles = n * tiles_h * tiles_w
+    items = sum(triton.cdiv(c, cfg.bn) for c in (spec.ch3x3, spec.ch5x5, spec.ch1x1, spec.pool_proj))
+    total_work = items * n_tiles
+    if max_programs is None:
+        if x.is_cuda:
+            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+            max_programs = sms * cfg.programs_per_sm
+        else:
+            max_programs = total_work
+    grid = min(total_work, max_programs)
+    bm = cfg.th * cfg.tw
+    halo = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (spec.k3, spec.k5))
+    scratch_pix = triton.cdiv(halo, bm) * bm
+    scratch_c = triton.cdiv(max(spec.ch3x3red, spec.ch5x5red), cfg.br) * cfg.br
+    scratch = torch.empty((grid, scratch_pix, scratch_c), dtype=x.dtype, device=x.device)
+    upcast = interpreting() and x.dtype == torch.bfloat16
+    inception_fwd_kernel[(grid,)](
+        x, out, scratch, *packed,
+        h, w, tiles_w, tiles_h * tiles_w, n_tiles, total_work, grid, triton.cdiv(total_work, grid),
+        *x.stride(), *out.stride(),
+        CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
+        CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
+        TH=cfg.th, TW=cfg.tw, BN=cfg.bn, BK=cfg.bk, BR=cfg.br,
+        SCRATCH_PIX=scratch_pix, SCRATCH_C=scratch_c,
+        PRECISION=_dot_precision(x.dtype), UPCAST=upcast,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return out

@@ -1,0 +1,214 @@
+"""``FusedInception``: the drop-in ``nn.Module`` that runs a whole Inception block in one launch."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kernels.triton_inception import interpreting
+from .ops import inception_forward
+from .packing import PackedWeights, pack_weights
+from .reference import UnitTensors, build_branches, inception_reference
+from .spec import InceptionSpec
+from .structure import InceptionParts, parse_inception
+
+__all__ = ["FusedInception", "BACKENDS", "FUSED_DTYPES"]
+
+BACKENDS = ("auto", "reference", "triton", "cuda")
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+ENV_BACKEND = "FUSED_INCEPTION_BACKEND"
+
+
+def _check_backend(name: object, where: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{where} must be one of {BACKENDS}, got {name!r}")
+    return name  # type: ignore[return-value]
+
+
+class _FusedFunction(torch.autograd.Function):
+    """Fused forward; the backward recomputes the block with PyTorch ops from the raw parameters
+    (only ``x`` and the parameters are saved, no intermediate maps)."""
+
+    @staticmethod
+    def forward(ctx, x, packed, spec, impl, eps, *flat):
+        ctx.relu, ctx.eps = spec.relu, eps
+        ctx.present = tuple(t is not None for t in flat)
+        ctx.save_for_backward(x, *(t for t in flat if t is not None))
+        return inception_forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, impl)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, *saved = ctx.saved_tensors
+        it = iter(saved)
+        flat = [next(it) if p else None for p in ctx.present]
+        with torch.enable_grad():
+            leaves = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in [x, *flat]]
+            cast = [None if t is None else t.to(x.dtype) for t in leaves[1:]]
+            units = tuple(UnitTensors(*cast[6 * i: 6 * i + 6], bn_eps=e) for i, e in enumerate(ctx.eps))
+            out = inception_reference(leaves[0], units, ctx.relu)
+            wanted = [t for t in leaves if t is not None and t.requires_grad]
+            grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
+        result = [next(grads) if t is not None and t.requires_grad else None for t in leaves]
+        return (result[0], None, None, None, None, *result[1:])
+
+
+def _flat_units(units: tuple[UnitTensors, ...]) -> list[torch.Tensor | None]:
+    return [t for u in units for t in (u.weight, u.bias, u.bn_weight, u.bn_bias, u.bn_mean, u.bn_var)]
+
+
+class FusedInception(nn.Module):
+    """An Inception block (GoogLeNet) computed in one kernel launch.
+
+    Positional arguments are torchvision's ``Inception``'s. The defaults build torchvision's block
+    (conv without bias + BatchNorm(eps=1e-3) + ReLU, "5x5" branch with a 3x3 kernel); the keywords
+    select other variants, e.g. the paper's block is ``k5=5, bias=True, batch_norm=False``.
+    Parameter and buffer names are those of the mirrored block, so ``state_dict``s load both ways.
+
+    ``backend``: ``"auto"`` (fastest available for the input's device; overridden by the
+    ``FUSED_INCEPTION_BACKEND`` environment variable), ``"reference"`` (PyTorch ops), ``"triton"``
+    or ``"cuda"``. After each forward ``last_backend`` names the backend that actually ran.
+    """
+
+    last_backend: str | None
+
+    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int,
+                 ch5x5: int, pool_proj: int, *, k3: int = 3, k5: int = 3, bias: bool = False,
+                 batch_norm: bool = True, bn_eps: float = 1e-3, relu: bool = True,
+                 backend: str = "auto", device=None, dtype=None) -> None:
+        super().__init__()
+        spec = InceptionSpec(in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
+                             k3=k3, k5=k5, bias=bias, batch_norm=batch_norm, bn_eps=bn_eps, relu=relu)
+        for name, branch in build_branches(spec, device, dtype).items():
+            self.add_module(name, branch)
+        self._setup(parse_inception(self), backend)
+
+    @classmethod
+    def from_spec(cls, spec: InceptionSpec, *, backend: str = "auto", device=None, dtype=None) -> FusedInception:
+        return cls(*spec.channels, k3=spec.k3, k5=spec.k5, bias=spec.bias, batch_norm=spec.batch_norm,
+                   bn_eps=spec.bn_eps, relu=spec.relu, backend=backend, device=device, dtype=dtype)
+
+    @classmethod
+    def from_module(cls, block: nn.Module, *, backend: str = "auto") -> FusedInception:
+        """A fused block that takes over ``block``'s branches (the same modules: parameters,
+        buffers, dtype, device and train/eval mode are shared, not copied).
+
+        Raises ``NotAnInceptionBlock`` (a ``ValueError``) naming the part that does not fit.
+        """
+        parts = parse_inception(block)
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        for name, child in block.named_children():
+            self.add_module(name, child)
+        self.train(block.training)
+        self._setup(parts, backend)
+        return self
+
+    def _setup(self, parts: InceptionParts, backend: str) -> None:
+        self.backend = _check_backend(backend, "backend")
+        self._parts = parts
+        self._packed_key: tuple | None = None
+        self._packed: PackedWeights | None = None
+        self.last_backend = None
+
+    @property
+    def spec(self) -> InceptionSpec:
+        return self._parts.spec
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return (f"{s.in_channels} -> {s.out_channels} (1x1 {s.ch1x1}, {s.k3}x{s.k3} {s.ch3x3red}->{s.ch3x3}, "
+                f"{s.k5}x{s.k5} {s.ch5x5red}->{s.ch5x5}, pool {s.pool_proj}), bias={s.bias}, "
+                f"batch_norm={s.batch_norm}, relu={s.relu}, backend={self.backend!r}")
+
+    # -- input checks and backend choice ---------------------------------------------------------
+    def _check_input(self, x: object) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"FusedInception expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"FusedInception expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"FusedInception expects a floating-point input (float16, bfloat16, float32 "
+                            f"or float64), got {x.dtype}")
+        if x.shape[1] != self.spec.in_channels:
+            raise ValueError(f"FusedInception expects {self.spec.in_channels} input channels, got "
+                             f"{x.shape[1]} (input shape {tuple(x.shape)})")
+        if x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError(f"FusedInception expects H and W >= 1, got input shape {tuple(x.shape)}")
+        w = self._parts.units[0].conv.weight
+        if w.device != x.device:
+            raise ValueError(f"input is on {x.device} but the block's parameters are on {w.device}")
+        if w.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"input dtype {x.dtype} does not match the block's parameter dtype {w.dtype}; "
+                            "convert the block (e.g. .half()) or run under torch.autocast")
+
+    def _bn_uses_batch_stats(self) -> bool:
+        return any(bn.training for bn in self._parts.batch_norms())
+
+    def _choose_backend(self, x: torch.Tensor) -> str:
+        requested = self.backend
+        if requested == "auto":
+            requested = _check_backend(os.environ.get(ENV_BACKEND) or "auto", ENV_BACKEND)
+        if self._bn_uses_batch_stats():
+            return "reference"  # BatchNorm in training mode needs batch statistics
+        if requested == "auto":
+            if x.dtype not in FUSED_DTYPES:
+                return "reference"
+            if x.is_cuda or (x.device.type == "cpu" and interpreting()):
+                return "triton"
+            return "reference"
+        if requested in ("triton", "cuda"):
+            if x.dtype not in FUSED_DTYPES:
+                raise TypeError(f"backend={requested!r} takes float16, bfloat16 or float32 input, got {x.dtype}")
+            if requested == "triton" and not (x.is_cuda or (x.device.type == "cpu" and interpreting())):
+                raise RuntimeError(f"backend='triton' needs a CUDA tensor (got one on {x.device}); for CPU "
+                                   "tensors set TRITON_INTERPRET=1 before importing fused_inception")
+            if requested == "cuda" and not x.is_cuda:
+                raise RuntimeError(f"backend='cuda' needs a CUDA tensor, got one on {x.device}")
+        return requested
+
+    # -- weights ---------------------------------------------------------------------------------
+    def packed_weights(self, dtype: torch.dtype) -> PackedWeights:
+        """Folded, GEMM-laid-out weights for ``dtype``; rebuilt when any parameter or buffer
+        changes (in place, by ``load_state_dict`` or by ``.to()``)."""
+        tensors = [t for t in _flat_units(self._parts.tensors()) if t is not None]
+        key = (dtype, *((t.data_ptr(), t._version) for t in tensors))
+        if key != self._packed_key:
+            self._packed = pack_weights(self._parts.tensors(), dtype)
+            self._packed_key = key
+        return self._packed  # type: ignore[return-value]
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        def unit(t, u):
+            t = F.conv2d(t, u.conv.weight, u.conv.bias, padding=u.kernel_size // 2)
+            if u.bn is not None:
+                t = u.bn(t)  # the module itself: exact train/eval semantics and running-stat updates
+            return F.relu(t) if u.relu else t
+
+        b1, r3, c3, r5, c5, pp = self._parts.units
+        return torch.cat([unit(x, b1), unit(unit(x, r3), c3), unit(unit(x, r5), c5),
+                          unit(F.max_pool2d(x, 3, 1, 1), pp)], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # what nn.Conv2d does under autocast
+        backend = self._choose_backend(x)
+        if backend == "reference":
+            out = self._reference(x)
+        else:
+            spec = self.spec
+            packed = self.packed_weights(x.dtype)
+            units = self._parts.tensors()
+            if torch.is_grad_enabled() and (x.requires_grad or any(
+                    t is not None and t.requires_grad for t in _flat_units(units))):
+                out = _FusedFunction.apply(x, packed, spec, backend, tuple(u.bn_eps for u in units),
+                                           *_flat_units(units))
+            else:
+                out = inception_forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, backend)
+        self.last_backend = backend
+        return out
+

@@ -1,0 +1,102 @@
+"""Weight preparation for the fused kernels: BatchNorm folding and GEMM-friendly layouts.
+
+Done once per (dtype, parameter version) and cached on the module: see ``FusedInception``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from .reference import UnitTensors
+from .spec import InceptionSpec
+
+__all__ = ["PackedWeights", "pack_weights", "packed_reference"]
+
+
+class PackedWeights(NamedTuple):
+    """Folded weights in the layout both fused backends read.
+
+    ``w_in``: [Cin, C1 + C3red + C5red], the three 1x1 convs that read ``x`` side by side.
+    ``w3``/``w5``: [K*K, Cred, Cout] (tap-major). ``wp``: [Cin, pool_proj]. Biases are fp32.
+    """
+
+    w_in: torch.Tensor
+    b_in: torch.Tensor
+    w3: torch.Tensor
+    b3: torch.Tensor
+    w5: torch.Tensor
+    b5: torch.Tensor
+    wp: torch.Tensor
+    bp: torch.Tensor
+
+
+def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (weight, bias) of one unit with its BatchNorm folded in."""
+    w = u.weight.detach().float()
+    b = u.bias.detach().float() if u.bias is not None else None
+    if u.has_bn:
+        f32 = (lambda t: None if t is None else t.detach().float())
+        w, b = fuse_conv_bn_weights(w, b, f32(u.bn_mean), f32(u.bn_var), u.bn_eps,
+                                    f32(u.bn_weight), f32(u.bn_bias))
+        w, b = w.data, b.data
+    if b is None:
+        b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device)
+    return w, b
+
+
+@torch.no_grad()
+def pack_weights(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
+    """Fold and lay out the six units (1x1, 3x3red, 3x3, 5x5red, 5x5, pool-proj) for ``dtype``."""
+    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = (_fold(u) for u in units)
+
+    def gemm(w: torch.Tensor) -> torch.Tensor:  # [Cout, Cin, K, K] -> [K*K, Cin, Cout]
+        k = w.shape[-1]
+        return w.permute(2, 3, 1, 0).reshape(k * k, w.shape[1], w.shape[0]).to(dtype).contiguous()
+
+    w_in = torch.cat([gemm(w1)[0], gemm(wr3)[0], gemm(wr5)[0]], 1).contiguous()
+    return PackedWeights(w_in, torch.cat([b1, br3, br5]).contiguous(), gemm(w3), b3.contiguous(),
+                         gemm(w5), b5.contiguous(), gemm(wp)[0].contiguous(), bp.contiguous())
+
+
+def _unpack(w: torch.Tensor) -> torch.Tensor:  # [K*K, Cin, Cout] -> [Cout, Cin, K, K]
+    k = int(round(w.shape[0] ** 0.5))
+    return w.reshape(k, k, w.shape[1], w.shape[2]).permute(3, 2, 0, 1)
+
+
+def packed_reference(x: torch.Tensor, p: PackedWeights, spec: InceptionSpec) -> torch.Tensor:
+    """The block computed with PyTorch ops from packed weights (in fp32 for half inputs).
+
+    This is the fused op's CPU implementation when Triton's interpreter is off, and the check
+    that packing is right.
+    """
+    cdt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    xc = x.to(cdt)
+    c1, c3r = spec.ch1x1, spec.ch3x3red
+    act = F.relu if spec.relu else (lambda t: t)
+
+    def conv(t, w, b):
+        w = _unpack(w).to(cdt)
+        y = F.conv2d(t, w, b.to(cdt), padding=w.shape[-1] // 2)
+        return act(y)
+
+    def round_trip(t):  # intermediate maps are held in the input dtype, as the kernel does
+        return t.to(x.dtype).to(cdt)
+
+    red = conv(xc, p.w_in.unsqueeze(0), p.b_in)
+    y1 = red[:, :c1]
+    y3 = conv(round_trip(red[:, c1:c1 + c3r]), p.w3, p.b3)
+    y5 = conv(round_trip(red[:, c1 + c3r:]), p.w5, p.b5)
+    yp = conv(F.max_pool2d(xc, 3, 1, 1), p.wp.unsqueeze(0), p.bp)
+    out = torch.cat([y1, y3, y5, yp], 1).to(x.dtype)
+    return out.contiguous(memory_format=_conv_memory_format(x))
+
+
+def _conv_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """PyTorch's conv rule: channels_last in, channels_last out; otherwise contiguous."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format

@@ -1,0 +1,95 @@
+"""The immutable description of one Inception block, and the nine GoogLeNet blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["InceptionSpec", "GOOGLENET_BLOCKS", "GOOGLENET_SPATIAL", "googlenet_spec"]
+
+
+@dataclass(frozen=True)
+class InceptionSpec:
+    """Channel counts and variant options of an Inception block.
+
+    ``ch3x3``/``ch5x5`` keep the paper's names; the real kernel sizes are ``k3``/``k5``
+    (torchvision's "5x5" branch uses ``k5=3``).
+    """
+
+    in_channels: int
+    ch1x1: int
+    ch3x3red: int
+    ch3x3: int
+    ch5x5red: int
+    ch5x5: int
+    pool_proj: int
+    k3: int = 3
+    k5: int = 3
+    bias: bool = False
+    batch_norm: bool = True
+    bn_eps: float = 1e-3
+    relu: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "ch1x1", "ch3x3red", "ch3x3", "ch5x5red", "ch5x5", "pool_proj"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"InceptionSpec.{name} must be a positive int, got {value!r}")
+        for name in ("k3", "k5"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+                raise ValueError(
+                    f"InceptionSpec.{name} must be an odd positive kernel size (1, 3, 5, 7, ...), "
+                    f"got {value!r}"
+                )
+        if self.batch_norm and not (self.bn_eps > 0):
+            raise ValueError(f"InceptionSpec.bn_eps must be > 0, got {self.bn_eps!r}")
+
+    @property
+    def out_channels(self) -> int:
+        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
+
+    @property
+    def channels(self) -> tuple[int, int, int, int, int, int, int]:
+        """The seven positional arguments of torchvision's ``Inception``."""
+        return (self.in_channels, self.ch1x1, self.ch3x3red, self.ch3x3,
+                self.ch5x5red, self.ch5x5, self.pool_proj)
+
+    @classmethod
+    def paper(cls, *channels: int) -> InceptionSpec:
+        """The block of Szegedy et al.: conv with bias + ReLU, a true 5x5, no BatchNorm."""
+        return cls(*channels, k3=3, k5=5, bias=True, batch_norm=False, relu=True)
+
+    @classmethod
+    def torchvision(cls, *channels: int) -> InceptionSpec:
+        """torchvision's block: conv without bias + BatchNorm(eps=1e-3) + ReLU, "5x5" is 3x3."""
+        return cls(*channels, k3=3, k5=3, bias=False, batch_norm=True, bn_eps=1e-3, relu=True)
+
+
+# Szegedy et al. (2014), Table 1: (in, 1x1, 3x3red, 3x3, 5x5red, 5x5, pool_proj).
+GOOGLENET_BLOCKS: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
+    "5b": (832, 384, 192, 384, 48, 128, 128),
+}
+
+# Input (= output) height and width of each block for a 224x224 image.
+GOOGLENET_SPATIAL: dict[str, int] = {
+    "3a": 28, "3b": 28, "4a": 14, "4b": 14, "4c": 14, "4d": 14, "4e": 14, "5a": 7, "5b": 7,
+}
+
+
+def googlenet_spec(name: str, variant: str = "torchvision") -> InceptionSpec:
+    """The spec of GoogLeNet block ``name`` ("3a".."5b") in the ``"paper"`` or ``"torchvision"`` variant."""
+    if name not in GOOGLENET_BLOCKS:
+        raise ValueError(f"unknown GoogLeNet block {name!r}; expected one of {sorted(GOOGLENET_BLOCKS)}")
+    if variant == "paper":
+        return InceptionSpec.paper(*GOOGLENET_BLOCKS[name])
+    if variant == "torchvision":
+        return InceptionSpec.torchvision(*GOOGLENET_BLOCKS[name])
+    raise ValueError(f"variant must be 'paper' or 'torchvision', got {variant!r}")
