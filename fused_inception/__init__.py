@@ -1,11 +1,11 @@
 """fused_inception: GoogLeNet's Inception block in one kernel launch."""
 
+from . import models  # noqa: E402  (after the names models.py imports)
 from .convert import ConversionReport, convert
 from .module import BACKENDS, FusedInception
 from .reference import ReferenceInception
 from .spec import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec
 from .structure import NotAnInceptionBlock
-from . import models  # noqa: E402  (after the names models.py imports)
 
 __version__ = "0.1.0"
 

@@ -11,11 +11,11 @@ from torch import nn
 from .kernels.triton_inception import interpreting
 from .ops import inception_forward
 from .packing import PackedWeights, pack_weights
-from .reference import UnitTensors, build_branches, inception_reference
+from .reference import UnitTensors, build_branches
 from .spec import InceptionSpec
 from .structure import InceptionParts, parse_inception
 
-__all__ = ["FusedInception", "BACKENDS", "FUSED_DTYPES"]
+__all__ = ["FusedInception", "BACKENDS", "FUSED_DTYPES", "pack_weights_differentiable"]
 
 BACKENDS = ("auto", "reference", "triton", "cuda")
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -28,35 +28,80 @@ def _check_backend(name: object, where: str) -> str:
     return name  # type: ignore[return-value]
 
 
-class _FusedFunction(torch.autograd.Function):
-    """Fused forward; the backward recomputes the block with PyTorch ops from the raw parameters
-    (only ``x`` and the parameters are saved, no intermediate maps)."""
+def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 (weight, bias) of one unit with its BatchNorm folded in: the arithmetic of
+    ``torch.nn.utils.fusion.fuse_conv_bn_weights`` (same order, so the same bits in eager), written
+    out because that function returns new leaf ``nn.Parameter``s, which cut the autograd graph and
+    which Dynamo will not construct."""
+    w = u.weight.float()
+    b = u.bias.float() if u.bias is not None else None
+    if u.has_bn:
+        mean = u.bn_mean.float()
+        if b is None:
+            b = torch.zeros_like(mean)
+        bn_w = u.bn_weight.float() if u.bn_weight is not None else torch.ones_like(mean)
+        bn_b = u.bn_bias.float() if u.bn_bias is not None else torch.zeros_like(mean)
+        rsqrt = torch.rsqrt(u.bn_var.float() + u.bn_eps)
+        w = w * (bn_w * rsqrt).reshape(-1, 1, 1, 1)
+        b = (b - mean) * rsqrt * bn_w + bn_b
+    if b is None:
+        b = w.new_zeros(w.shape[0])
+    return w, b
+
+
+def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
+    """``packing.pack_weights`` (same layout, same values) as a differentiable, traceable function of
+    the raw tensors: the packing used under ``torch.compile`` and by the backward of ``_Repack``."""
+    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = (_fold(u) for u in units)
+
+    def gemm(w: torch.Tensor) -> torch.Tensor:  # [Cout, Cin, K, K] -> [K*K, Cin, Cout]
+        k = w.shape[-1]
+        return w.permute(2, 3, 1, 0).reshape(k * k, w.shape[1], w.shape[0]).to(dtype).contiguous()
+
+    w_in = torch.cat([gemm(w1)[0], gemm(wr3)[0], gemm(wr5)[0]], 1).contiguous()
+    return PackedWeights(w_in, torch.cat([b1, br3, br5]).contiguous(), gemm(w3), b3.contiguous(),
+                         gemm(w5), b5.contiguous(), gemm(wp)[0].contiguous(), bp.contiguous())
+
+
+_PER_UNIT = 6  # weight, bias, bn_weight, bn_bias, bn_mean, bn_var
+
+
+def _units_from_flat(flat: list[torch.Tensor | None], eps: tuple[float, ...]) -> tuple[UnitTensors, ...]:
+    return tuple(UnitTensors(*flat[_PER_UNIT * i: _PER_UNIT * i + _PER_UNIT], bn_eps=e) for i, e in enumerate(eps))
+
+
+class _Repack(torch.autograd.Function):
+    """Connects the cached packed weights to the parameters they were folded from.
+
+    Forward hands back the cache (aliases, no work); backward maps the gradients of the packed
+    tensors to the module's conv weights/biases and BatchNorm affine parameters through the
+    differentiable folding. Eager mode only: under ``torch.compile`` the folding is in the graph.
+    """
 
     @staticmethod
-    def forward(ctx, x, packed, spec, impl, eps, *flat):
-        ctx.relu, ctx.eps = spec.relu, eps
+    def forward(ctx, packed, dtype, eps, *flat):
+        ctx.dtype, ctx.eps = dtype, eps
         ctx.present = tuple(t is not None for t in flat)
-        ctx.save_for_backward(x, *(t for t in flat if t is not None))
-        return inception_forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, impl)
+        ctx.save_for_backward(*(t for t in flat if t is not None))
+        return tuple(t.detach() for t in packed)  # new tensor objects: the cache stays grad-free
 
     @staticmethod
-    def backward(ctx, grad_out):
-        x, *saved = ctx.saved_tensors
-        it = iter(saved)
+    def backward(ctx, *grads):
+        it = iter(ctx.saved_tensors)
         flat = [next(it) if p else None for p in ctx.present]
-        with torch.enable_grad():
-            leaves = [None if t is None else t.detach().requires_grad_(t.requires_grad) for t in [x, *flat]]
-            cast = [None if t is None else t.to(x.dtype) for t in leaves[1:]]
-            units = tuple(UnitTensors(*cast[6 * i: 6 * i + 6], bn_eps=e) for i, e in enumerate(ctx.eps))
-            out = inception_reference(leaves[0], units, ctx.relu)
-            wanted = [t for t in leaves if t is not None and t.requires_grad]
-            grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
-        result = [next(grads) if t is not None and t.requires_grad else None for t in leaves]
-        return (result[0], None, None, None, None, *result[1:])
+        wanted = [i for i, t in enumerate(flat) if t is not None and ctx.needs_input_grad[3 + i]]
+        result: list[torch.Tensor | None] = [None] * len(flat)
+        if wanted:
+            def pack(*primals):
+                args = list(flat)
+                for i, t in zip(wanted, primals):
+                    args[i] = t
+                return tuple(pack_weights_differentiable(_units_from_flat(args, ctx.eps), ctx.dtype))
 
-
-def _flat_units(units: tuple[UnitTensors, ...]) -> list[torch.Tensor | None]:
-    return [t for u in units for t in (u.weight, u.bias, u.bn_weight, u.bn_bias, u.bn_mean, u.bn_var)]
+            _, vjp_fn = torch.func.vjp(pack, *(flat[i] for i in wanted))
+            for i, g in zip(wanted, vjp_fn(grads)):
+                result[i] = g
+        return (None, None, None, *result)
 
 
 class FusedInception(nn.Module):
@@ -109,8 +154,10 @@ class FusedInception(nn.Module):
     def _setup(self, parts: InceptionParts, backend: str) -> None:
         self.backend = _check_backend(backend, "backend")
         self._parts = parts
-        self._packed_key: tuple | None = None
-        self._packed: PackedWeights | None = None
+        # (key, packed weights, aliases of the tensors they were packed from), swapped as one tuple so
+        # that concurrent forwards always see a consistent entry. The aliases keep the source
+        # storages alive, so a new tensor cannot reuse an address (and version) of the key.
+        self._packed_cache: tuple | None = None
         self.last_backend = None
 
     @property
@@ -170,15 +217,42 @@ class FusedInception(nn.Module):
         return requested
 
     # -- weights ---------------------------------------------------------------------------------
+    def _raw_tensors(self) -> list[torch.Tensor | None]:
+        """Per unit: conv weight, conv bias, bn weight, bn bias, bn running mean and var (or None)."""
+        flat: list[torch.Tensor | None] = []
+        for u in self._parts.units:
+            bn = u.bn
+            flat += (u.conv.weight, u.conv.bias, None, None, None, None) if bn is None else (
+                u.conv.weight, u.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        return flat
+
+    def _eps(self) -> tuple[float, ...]:
+        return tuple(1e-3 if u.bn is None else u.bn.eps for u in self._parts.units)
+
     def packed_weights(self, dtype: torch.dtype) -> PackedWeights:
-        """Folded, GEMM-laid-out weights for ``dtype``; rebuilt when any parameter or buffer
-        changes (in place, by ``load_state_dict`` or by ``.to()``)."""
-        tensors = [t for t in _flat_units(self._parts.tensors()) if t is not None]
-        key = (dtype, *((t.data_ptr(), t._version) for t in tensors))
-        if key != self._packed_key:
-            self._packed = pack_weights(self._parts.tensors(), dtype)
-            self._packed_key = key
-        return self._packed  # type: ignore[return-value]
+        """Folded, GEMM-laid-out weights for ``dtype`` (no autograd graph); rebuilt when any
+        parameter or buffer changes (in place, by ``load_state_dict`` or by ``.to()``)."""
+        tensors = [t for t in self._raw_tensors() if t is not None]
+        key = (dtype, tensors[0].device, *((t.data_ptr(), t._version) for t in tensors))
+        cache = self._packed_cache  # read once: another thread may swap it
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        packed = pack_weights(self._parts.tensors(), dtype)
+        self._packed_cache = (key, packed, tuple(t.detach() for t in tensors))
+        return packed
+
+    def _packed_for_forward(self, dtype: torch.dtype) -> PackedWeights:
+        """Packed weights carrying the autograd connection to the parameters when one is needed."""
+        if torch.compiler.is_compiling():
+            # Folded in the graph from the live parameters (no Python cache under tracing);
+            # AOTAutograd differentiates through it.
+            return pack_weights_differentiable(self._parts.tensors(), dtype)
+        packed = self.packed_weights(dtype)
+        if torch.is_grad_enabled():
+            flat = self._raw_tensors()
+            if any(t is not None and t.requires_grad for t in flat):
+                packed = PackedWeights(*_Repack.apply(packed, dtype, self._eps(), *flat))
+        return packed
 
     # -- forward ---------------------------------------------------------------------------------
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -200,15 +274,12 @@ class FusedInception(nn.Module):
         if backend == "reference":
             out = self._reference(x)
         else:
+            # The registered op's autograd gives the gradients of x and of the packed weights
+            # (backward recomputes the block from x: no intermediate map is saved); _Repack, or
+            # the traced folding under torch.compile, carries them on to the parameters.
             spec = self.spec
-            packed = self.packed_weights(x.dtype)
-            units = self._parts.tensors()
-            if torch.is_grad_enabled() and (x.requires_grad or any(
-                    t is not None and t.requires_grad for t in _flat_units(units))):
-                out = _FusedFunction.apply(x, packed, spec, backend, tuple(u.bn_eps for u in units),
-                                           *_flat_units(units))
-            else:
-                out = inception_forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, backend)
+            packed = self._packed_for_forward(x.dtype)
+            out = inception_forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, backend)
         self.last_backend = backend
         return out
 

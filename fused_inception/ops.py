@@ -1,26 +1,75 @@
-"""The fused forward as a ``torch.library`` operator, with a fake implementation for tracing.
+"""The fused forward as a ``torch.library`` operator: fake implementation, autograd, checks.
 
-``fused_inception::inception_forward(x, packed weights..., channels, k3, k5, relu, impl)``:
-``impl`` names the fused implementation ("triton" or "cuda"). On CPU tensors the Triton
-implementation runs in Triton's interpreter when ``TRITON_INTERPRET=1``; otherwise the CPU kernel
-computes the same function with PyTorch ops from the packed weights.
+``fused_inception::inception_forward(x, w_in, b_in, w3, b3, w5, b5, wp, bp, channels, k3, k5,
+relu, impl)`` computes the Inception block from packed weights (see ``packing.PackedWeights``).
+``impl`` names the implementation:
+
+* ``"triton"``: the one-launch Triton kernel. On CPU tensors it runs in Triton's interpreter when
+  ``TRITON_INTERPRET=1``; otherwise the CPU kernel computes the same function with PyTorch ops
+  (``packed_reference``), so the op exists on every device.
+* ``"cuda"``: the CUDA extension (GPU only; on CPU as above).
+* ``"reference"``: ``packed_reference`` on any device and dtype (float64 included): the
+  operator's semantics in PyTorch ops, used to check the autograd formula with ``gradcheck``.
+
+Why ``custom_op`` and not ``torch.library.triton_op`` + ``wrap_triton``: ``triton_op`` lets
+Inductor see the Triton kernel itself, but (1) its body must be traceable with fake tensors, which
+fails for our CPU paths: with ``TRITON_INTERPRET=1`` the kernel is an interpreter function that
+``wrap_triton`` does not recognise, so ``torch.compile`` traces into it and touches a FakeTensor's
+data pointer (tried with torch 2.13 / triton 3.6), and the ``packed_reference`` and CUDA-extension
+implementations are not Triton kernels at all; (2) the launcher's host logic (tile choice, grid,
+scratch buffer) would have to be traced too. An opaque ``custom_op`` has one dispatch path for all
+four implementations and is treated by Inductor as an extern kernel, which is what one launch
+wants anyway. The per-call cost of the two at batch 1 still has to be measured on a GPU.
+
+Autograd: the backward recomputes the block with PyTorch ops from ``x`` and the packed weights
+(``torch.func.vjp`` of the same function), so the only activation saved is ``x``; gradients are
+returned for ``x`` and the packed tensors. ``FusedInception`` carries them on to the module's own
+parameters (conv weights and biases, BatchNorm affine parameters) through the differentiable
+folding in ``module.py``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .kernels.triton_inception import inception_forward_triton, interpreting
 from .packing import PackedWeights, _conv_memory_format, packed_reference
 from .spec import InceptionSpec
 
-__all__ = ["inception_forward", "IMPLS"]
+__all__ = ["inception_forward", "IMPLS", "block_from_packed"]
 
-IMPLS = ("triton", "cuda")
+IMPLS = ("triton", "cuda", "reference")
 
 
 def _spec(channels: list[int], k3: int, k5: int, relu: bool) -> InceptionSpec:
     return InceptionSpec(*channels, k3=k3, k5=k5, relu=relu)
+
+
+def _check_args(x: torch.Tensor, packed: tuple[torch.Tensor, ...], channels: list[int], k3: int,
+                k5: int, impl: str) -> None:
+    """The operator's own argument checks (cheap: shapes, dtypes, devices; no host sync)."""
+    if impl not in IMPLS:
+        raise ValueError(f"fused_inception::inception_forward: impl must be one of {IMPLS}, got {impl!r}")
+    if len(channels) != 7:
+        raise ValueError(f"fused_inception::inception_forward: channels must hold 7 ints, got {channels}")
+    cin, c1, c3r, c3, c5r, c5, cp = channels
+    if x.dim() != 4 or x.shape[1] != cin:
+        raise ValueError(f"fused_inception::inception_forward: expected x of shape (N, {cin}, H, W), "
+                         f"got {tuple(x.shape)}")
+    expected = ((cin, c1 + c3r + c5r), (c1 + c3r + c5r,), (k3 * k3, c3r, c3), (c3,),
+                (k5 * k5, c5r, c5), (c5,), (cin, cp), (cp,))
+    for name, t, shape in zip(PackedWeights._fields, packed, expected):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"fused_inception::inception_forward: packed {name} has shape "
+                             f"{tuple(t.shape)}, expected {shape} for channels={channels}, k3={k3}, k5={k5}")
+        if t.device != x.device:
+            raise ValueError(f"fused_inception::inception_forward: packed {name} is on {t.device}, "
+                             f"x on {x.device}")
+        is_bias = name.startswith("b")
+        if t.dtype != x.dtype and not (is_bias and t.dtype == torch.float32):
+            want = f"{x.dtype} or torch.float32" if is_bias else f"{x.dtype}"
+            raise TypeError(f"fused_inception::inception_forward: packed {name} is {t.dtype}, expected {want}")
 
 
 @torch.library.custom_op("fused_inception::inception_forward", mutates_args=())
@@ -29,20 +78,77 @@ def inception_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w
                       bp: torch.Tensor, channels: list[int], k3: int, k5: int, relu: bool,
                       impl: str) -> torch.Tensor:
     packed = PackedWeights(w_in, b_in, w3, b3, w5, b5, wp, bp)
+    _check_args(x, packed, channels, k3, k5, impl)
     spec = _spec(channels, k3, k5, relu)
+    if impl == "reference":
+        return packed_reference(x, packed, spec)
     if x.device.type == "cpu":
         if impl == "triton" and interpreting():
             return inception_forward_triton(x, packed, spec)
         return packed_reference(x, packed, spec)
-    if impl == "cuda":
-        from .cuda_ext import inception_forward_cuda
-        return inception_forward_cuda(x, packed, spec)
-    return inception_forward_triton(x, packed, spec)
+    # Triton and the extension launch on the *current* device's current stream: make that x's device.
+    with torch.cuda.device(x.device):
+        if impl == "cuda":
+            from .cuda_ext import inception_forward_cuda
+            return inception_forward_cuda(x, packed, spec)
+        return inception_forward_triton(x, packed, spec)
 
 
 @inception_forward.register_fake
 def _(x, w_in, b_in, w3, b3, w5, b5, wp, bp, channels, k3, k5, relu, impl):
+    _check_args(x, (w_in, b_in, w3, b3, w5, b5, wp, bp), channels, k3, k5, impl)
     n, _, h, w = x.shape
     cout = channels[1] + channels[3] + channels[5] + channels[6]
     return torch.empty((n, cout, h, w), dtype=x.dtype, device=x.device,
                        memory_format=_conv_memory_format(x))
+
+
+# -- autograd ------------------------------------------------------------------------------------
+def _conv_weight(w: torch.Tensor, k: int) -> torch.Tensor:
+    """Packed [K*K, Cin, Cout] (or [Cin, Cout] for K=1) -> Conv2d's [Cout, Cin, K, K]."""
+    return w.reshape(k, k, w.shape[-2], w.shape[-1]).permute(3, 2, 0, 1)
+
+
+def block_from_packed(x: torch.Tensor, packed: PackedWeights, channels: list[int], k3: int, k5: int,
+                      relu: bool) -> torch.Tensor:
+    """The block in PyTorch ops from packed weights, computed in ``x.dtype`` (what the unfused layers
+    would do, e.g. under autocast). Differentiable in ``x`` and every packed tensor: the backward."""
+    c1, c3r = channels[1], channels[2]
+    dt = x.dtype
+
+    def unit(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+        y = F.conv2d(t, _conv_weight(w, k).to(dt), b.to(dt), padding=k // 2)
+        return F.relu(y) if relu else y
+
+    red = unit(x, packed.w_in, packed.b_in, 1)
+    y3 = unit(red[:, c1:c1 + c3r], packed.w3, packed.b3, k3)
+    y5 = unit(red[:, c1 + c3r:], packed.w5, packed.b5, k5)
+    yp = unit(F.max_pool2d(x, 3, 1, 1), packed.wp, packed.bp, 1)
+    return torch.cat([red[:, :c1], y3, y5, yp], 1)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, *packed = inputs[:9]
+    ctx.save_for_backward(x, *packed)  # x is the only activation kept; the rest are weights
+    ctx.config = inputs[9:13]  # channels, k3, k5, relu
+
+
+def _backward(ctx, grad_out):
+    channels, k3, k5, relu = ctx.config
+    saved = ctx.saved_tensors
+    wanted = [i for i in range(9) if ctx.needs_input_grad[i]]
+    grads: list[torch.Tensor | None] = [None] * 9
+    if wanted:
+        def block(*primals):
+            args = list(saved)
+            for i, t in zip(wanted, primals):
+                args[i] = t
+            return block_from_packed(args[0], PackedWeights(*args[1:]), channels, k3, k5, relu)
+
+        _, vjp_fn = torch.func.vjp(block, *(saved[i] for i in wanted))
+        for i, g in zip(wanted, vjp_fn(grad_out)):
+            grads[i] = g
+    return (*grads, None, None, None, None, None)
+
+
+inception_forward.register_autograd(_backward, setup_context=_setup_context)

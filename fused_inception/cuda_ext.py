@@ -1,0 +1,157 @@
+"""The optional CUDA extension (``csrc/``): loading, just-in-time build, and the forward entry point.
+
+Ahead of time, ``FUSED_INCEPTION_BUILD_CUDA=1 pip install .`` builds ``fused_inception._C``.
+Otherwise the first use builds the same sources just in time with ``torch.utils.cpp_extension.load``
+(cached in torch's extensions directory, ``TORCH_EXTENSIONS_DIR``) and logs once that it does so.
+A failed build or import raises a ``RuntimeError`` naming the torch, CUDA and compiler versions;
+the failure is remembered, so later calls fail fast with the same message (see ``load_error``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from .packing import PackedWeights
+from .spec import InceptionSpec
+
+__all__ = ["available", "load", "load_error", "source_dir", "inception_forward_cuda"]
+
+_logger = logging.getLogger("fused_inception")
+_lock = threading.Lock()
+_ext: ModuleType | None = None
+_error: str | None = None
+_JIT_NAME = "fused_inception_cuda"
+_SOURCES = ("binding.cpp", "inception_fwd.cu")  # the same set setup.py compiles (csrc/*.cpp, csrc/*.cu)
+
+
+def source_dir() -> Path | None:
+    """The directory holding the extension's sources: ``fused_inception/csrc`` in an installed
+    package (setup.py ships them there), ``csrc/`` next to the package in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "csrc", here.parent / "csrc"):
+        if all((cand / s).is_file() for s in _SOURCES):
+            return cand
+    return None
+
+
+def _nvcc() -> str | None:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME is not None and os.path.isfile(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return os.path.join(CUDA_HOME, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def _first_line(cmd: list[str], last: bool = False) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "not found"
+    if not out:
+        return "unknown"
+    return out[-1] if last else out[0]
+
+
+def versions() -> str:
+    """torch, CUDA and compiler versions, for error messages."""
+    nvcc = _nvcc()
+    nvcc_v = _first_line([nvcc, "--version"], last=True) if nvcc else "not found"
+    cxx = os.environ.get("CXX", "c++")
+    return (f"torch {torch.__version__}, torch CUDA {torch.version.cuda}, nvcc {nvcc_v!r}, "
+            f"C++ compiler {cxx}: {_first_line([cxx, '--version'])!r}")
+
+
+def available() -> bool:
+    """Cheap check: the extension is loaded, or can be imported or built (a CUDA device, and either
+    the ahead-of-time module or nvcc plus the sources). False after a failed load."""
+    if _ext is not None:
+        return True
+    if _error is not None or not torch.cuda.is_available():
+        return False
+    if importlib.util.find_spec("fused_inception._C") is not None:
+        return True
+    return source_dir() is not None and _nvcc() is not None
+
+
+def load_error() -> str | None:
+    """The message of the failed load, or None when it has not failed (or not been tried)."""
+    return _error
+
+
+def _import_aot() -> ModuleType | None:
+    try:
+        from . import _C  # built by FUSED_INCEPTION_BUILD_CUDA=1 pip install .
+    except ModuleNotFoundError as exc:
+        if exc.name == "fused_inception._C":
+            return None
+        raise
+    except ImportError as exc:  # e.g. built against another torch: rebuild rather than fail
+        _logger.warning("fused_inception: the prebuilt CUDA extension does not import (%s); "
+                        "building it just in time instead", exc)
+        return None
+    return _C
+
+
+def _build_jit() -> ModuleType:
+    src = source_dir()
+    if src is None:
+        raise RuntimeError("the extension's sources (csrc/) are not installed; reinstall with "
+                           "FUSED_INCEPTION_BUILD_CUDA=1 pip install . or use a source checkout")
+    if torch.version.cuda is None:
+        raise RuntimeError("this torch build has no CUDA support")
+    if _nvcc() is None:
+        raise RuntimeError("no CUDA toolkit found: put nvcc on PATH or set CUDA_HOME")
+    from torch.utils.cpp_extension import load as cpp_load
+
+    # torch rebuilds when the listed sources or the flags change; the hash of every file in csrc/
+    # (headers included) in the flags makes a header edit rebuild too.
+    digest = hashlib.sha256()
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.suffix in (".cu", ".cuh", ".h", ".cpp"):
+            digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    tag = f"-DFUSED_INCEPTION_SRC_HASH={digest.hexdigest()[:16]}"
+    _logger.warning("fused_inception: building the CUDA extension just in time (first use, about a minute; "
+                    "cached in torch's extensions directory, see TORCH_EXTENSIONS_DIR)")
+    return cpp_load(name=_JIT_NAME, sources=[str(src / s) for s in _SOURCES],
+                    extra_cflags=["-O3", tag], extra_cuda_cflags=["-O3", "-lineinfo", tag],
+                    extra_include_paths=[str(src)], verbose=False)
+
+
+def load() -> ModuleType:
+    """The extension module, imported or built on first call. Raises ``RuntimeError`` on failure."""
+    global _ext, _error
+    if _ext is not None:
+        return _ext
+    with _lock:
+        if _ext is not None:
+            return _ext
+        if _error is not None:
+            raise RuntimeError(_error)
+        try:
+            ext = _import_aot() or _build_jit()
+        except Exception as exc:
+            _error = (f"fused_inception: the CUDA extension could not be loaded or built ({versions()}): "
+                      f"{type(exc).__name__}: {exc}")
+            raise RuntimeError(_error) from exc
+        _ext = ext
+    return ext
+
+
+def inception_forward_cuda(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the fused block on CUDA tensor ``x`` (N, Cin, H, W; any strides) in one launch.
+
+    Returns (N, Cout, H, W) in ``x.dtype``, channels_last if ``x`` is, else contiguous; or writes
+    into ``out`` (any non-overlapping dense layout) and returns it.
+    """
+    return load().forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, out)

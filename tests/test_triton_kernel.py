@@ -1,0 +1,170 @@
+"""The one-launch Triton kernel, run by Triton's interpreter on CPU tensors.
+
+Every case: random parameters and inputs, output pre-filled with NaN (an unwritten element
+fails), relative error against the fp64 oracle within the dtype's tolerance.
+"""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fused_inception.kernels.triton_inception as tk
+from fused_inception import GOOGLENET_BLOCKS, InceptionSpec, googlenet_spec
+from fused_inception.kernels.triton_inception import TileConfig, inception_forward_triton
+
+from .helpers import make_block, make_input, oracle, rel_err, requires_interpreter, tolerance
+
+pytestmark = requires_interpreter
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def run_kernel(block, x, **kw):
+    """Launch the kernel directly into a NaN-filled output."""
+    out = torch.full((x.shape[0], block.spec.out_channels, *x.shape[2:]), float("nan"), dtype=x.dtype)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, out=out, **kw)
+
+
+def check(spec, n, h, w, dtype=torch.float32, layout="nchw", bias_shift=0.0, **kw):
+    block = make_block(spec, dtype=dtype, bias_shift=bias_shift)
+    x = make_input(n, spec.in_channels, h, w, dtype=dtype, layout=layout)
+    out = run_kernel(block, x, **kw)
+    ref = oracle(block, x)
+    assert not out.isnan().any(), "unwritten or NaN output elements"
+    err = rel_err(out, ref)
+    assert err < tolerance(dtype), f"relative error {err:.3g}"
+    return block, x, out
+
+
+# The nine GoogLeNet blocks at small maps; dtype and layout rotate so each appears several times.
+_ROT = [("fp16", "channels_last"), ("fp32", "nchw"), ("bf16", "sliced")]
+
+
+@pytest.mark.parametrize("name,variant,dt,layout", [
+    (name, variant, *_ROT[i % 3])
+    for i, (name, variant) in enumerate((n, v) for n in GOOGLENET_BLOCKS for v in ("torchvision", "paper"))
+    if i % 2 == 0 or name in ("3a", "5b")
+], ids=lambda v: str(v))
+def test_googlenet_blocks(name, variant, dt, layout):
+    h, w = (7, 7) if name.startswith("5") else (6, 5)
+    check(googlenet_spec(name, variant), 1, h, w, DTYPES[dt], layout)
+
+
+@pytest.mark.parametrize("channels", [
+    (1, 1, 1, 1, 1, 1, 1), (7, 7, 7, 7, 7, 7, 7), (19, 5, 3, 33, 7, 19, 1), (33, 19, 17, 7, 1, 3, 33),
+], ids=lambda c: "ch" + "-".join(map(str, c)))
+@pytest.mark.parametrize("hw", [(1, 1), (5, 5), (13, 17)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_odd_shapes(channels, hw):
+    check(InceptionSpec(*channels, k3=3, k5=5), 2, *hw)
+
+
+@pytest.mark.parametrize("k3,k5", [(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 3), (3, 5), (5, 1)],
+                         ids=lambda k: f"k{k}")
+def test_kernel_sizes(k3, k5):
+    check(InceptionSpec(9, 4, 6, 8, 3, 5, 4, k3=k3, k5=k5), 2, 9, 11)
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "norelu"])
+@pytest.mark.parametrize("bn", [True, False], ids=["bn", "nobn"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_variants(relu, bn, bias):
+    check(InceptionSpec(10, 4, 6, 8, 3, 5, 4, k3=3, k5=5, relu=relu, batch_norm=bn, bias=bias), 2, 7, 9)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_dtypes_and_layouts(dt, layout):
+    check(InceptionSpec(20, 8, 12, 16, 4, 8, 8, k3=3, k5=5), 2, 9, 10, DTYPES[dt], layout)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_halo_is_zero_padded_after_relu(k):
+    # Strongly positive biases: relu(bias) != 0, so padding the halo with the reduce of a zero
+    # input (instead of zeros) changes every border pixel.
+    check(InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=k, k5=k, bias=True, batch_norm=False), 2, 9, 9, bias_shift=3.0)
+
+
+@pytest.mark.parametrize("cfg,max_programs", [
+    (TileConfig(th=4, tw=4, bn=16, bk=16, br=16), 3),
+    (TileConfig(th=8, tw=16, bn=32, bk=16, br=16), 1),
+    (TileConfig(th=16, tw=8, bn=16, bk=32, br=32), None),
+    (TileConfig(th=2, tw=8, bn=64, bk=16, br=16), 5),
+], ids=lambda c: f"{c.th}x{c.tw}-bn{c.bn}-bk{c.bk}-br{c.br}" if isinstance(c, TileConfig) else f"progs{c}")
+def test_tile_configs_and_persistent_grid(cfg, max_programs):
+    # Channel counts above the block sizes (several channel blocks per branch, ragged tails);
+    # max_programs below the work count makes programs loop over several work items.
+    check(InceptionSpec(24, 20, 18, 36, 17, 20, 17, k3=3, k5=5), 1, 9, 11, config=cfg, max_programs=max_programs)
+
+
+@pytest.mark.parametrize("dt", ["fp32", "fp16"])
+def test_nan_and_inf_propagate_like_the_reference(dt):
+    spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=3, k5=5)
+    block = make_block(spec, dtype=DTYPES[dt])
+    x = make_input(2, 8, 9, 9, dtype=DTYPES[dt])
+    x[0, 1, 2, 3] = float("nan")
+    x[0, 5, 7, 7] = float("inf")
+    x[1, 2, 0, 0] = float("-inf")
+    x[1, :, 4, 4] = float("-inf")  # a whole pixel: the max-pool must not pick padding over it
+    out = run_kernel(block, x)
+    ref = oracle(block, x)
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.isposinf(), ref.isposinf()) and torch.equal(out.isneginf(), ref.isneginf())
+    finite = ref.isfinite()
+    assert ref.isnan().any() and finite.any()
+    assert rel_err(out[finite], ref[finite]) < tolerance(DTYPES[dt])
+
+
+def test_output_memory_format_follows_conv():
+    block = make_block(InceptionSpec(8, 4, 6, 8, 3, 5, 4))
+    cl = make_input(1, 8, 5, 5, layout="channels_last")
+    assert block(cl).is_contiguous(memory_format=torch.channels_last)
+    assert block(make_input(1, 8, 5, 5)).is_contiguous()
+    assert block(make_input(1, 8, 5, 5, layout="sliced")).is_contiguous()
+
+
+class _OpLog(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_launch_per_forward_and_no_torch_compute(monkeypatch):
+    block = make_block(googlenet_spec("3a"))
+    x = make_input(2, 192, 4, 4, layout="channels_last")
+    with torch.no_grad():
+        block(x)  # packs the weights (cached afterwards)
+        launches = []
+        real_run = tk.inception_fwd_kernel.run
+
+        def counting_run(*args, **kwargs):
+            launches.append(kwargs.get("grid"))
+            return real_run(*args, **kwargs)
+
+        monkeypatch.setattr(tk.inception_fwd_kernel, "run", counting_run)
+        with _OpLog() as log:
+            out = block(x)
+    assert len(launches) == 1
+    compute = [op for op in log.ops if any(k in op for k in ("conv", "cat", "max_pool", "mm", "relu", "add"))]
+    assert compute == [], compute  # no hidden PyTorch compute: only allocations around the launch
+    assert out.shape == (2, 256, 4, 4)
+
+
+def test_weights_repacked_when_parameters_change():
+    block = make_block(InceptionSpec(8, 4, 6, 8, 3, 5, 4))
+    x = make_input(1, 8, 5, 5)
+    with torch.no_grad():
+        a = block(x)
+        block.branch2[1].conv.weight.mul_(2.0)  # in place
+        b = block(x)
+        assert rel_err(b, oracle(block, x)) < tolerance(torch.float32) and not torch.allclose(a, b)
+        sd = {k: v.clone() for k, v in block.state_dict().items()}
+        sd["branch4.1.bn.running_mean"] += 1.0
+        block.load_state_dict(sd)
+        c = block(x)
+        assert rel_err(c, oracle(block, x)) < tolerance(torch.float32) and not torch.allclose(b, c)
