@@ -1,0 +1,112 @@
+"""The compiled Triton kernel on a CUDA device, at real GoogLeNet sizes (skipped without CUDA).
+
+Run with: python -m pytest -q -m gpu tests
+"""
+
+import pytest
+import torch
+
+from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec
+from fused_inception.kernels.triton_inception import inception_forward_triton
+
+from .helpers import CUDA, make_block, make_input, oracle, rel_err, tolerance
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check(spec, n, h, w, dtype, layout, bias_shift=0.0, tf32=True):
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        block = make_block(spec, dtype=dtype, device="cuda", bias_shift=bias_shift)
+        x = make_input(n, spec.in_channels, h, w, dtype=dtype, device="cuda", layout=layout)
+        out = torch.full((n, spec.out_channels, h, w), float("nan"), dtype=dtype, device="cuda")
+        if layout == "channels_last":
+            out = out.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            inception_forward_triton(x, block.packed_weights(dtype), spec, out=out)
+            via_module = block(x)
+        torch.cuda.synchronize()
+        assert block.last_backend == "triton"
+        ref = oracle(block, x)
+        assert not out.isnan().any()
+        assert rel_err(out.cpu(), ref) < tolerance(dtype, "cuda")
+        assert rel_err(via_module.cpu(), ref) < tolerance(dtype, "cuda")
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+
+
+# Each block at batch 1, 8 and 64 in every dtype ("fp32" is TF32 as PyTorch's conv default,
+# "fp32-ieee" with cudnn.allow_tf32 off) and both layouts, without the full cross product.
+_MATRIX = [(1, "fp16", "channels_last"), (1, "fp32", "nchw"), (8, "bf16", "channels_last"),
+           (8, "fp32-ieee", "channels_last"), (8, "fp16", "nchw"), (64, "fp16", "channels_last"),
+           (64, "bf16", "nchw"), (64, "fp32", "channels_last")]
+
+
+@pytest.mark.parametrize("n,dt,layout", _MATRIX, ids=lambda v: str(v))
+@pytest.mark.parametrize("name", list(GOOGLENET_BLOCKS))
+def test_googlenet_blocks_real_sizes(name, n, dt, layout):
+    s = GOOGLENET_SPATIAL[name]
+    check(googlenet_spec(name), n, s, s, DTYPES[dt.split("-")[0]], layout, tf32=dt != "fp32-ieee")
+
+
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_paper_blocks_and_sliced_inputs(variant, layout):
+    for name in ("3a", "4e", "5b"):
+        s = GOOGLENET_SPATIAL[name]
+        check(googlenet_spec(name, variant), 4, s, s, torch.float16, layout)
+
+
+@pytest.mark.parametrize("k3,k5", [(1, 1), (3, 5), (5, 3), (7, 7), (1, 7)], ids=lambda k: f"k{k}")
+@pytest.mark.parametrize("hw", [(1, 1), (5, 5), (13, 17)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_odd_shapes_and_kernel_sizes(k3, k5, hw, dt):
+    check(InceptionSpec(19, 7, 33, 19, 1, 7, 33, k3=k3, k5=k5, relu=k3 != 1), 3, *hw, DTYPES[dt], "nchw",
+          bias_shift=2.0)
+
+
+def test_nan_inf_on_gpu():
+    spec = googlenet_spec("4b")
+    block = make_block(spec, dtype=torch.float16, device="cuda")
+    x = make_input(2, spec.in_channels, 14, 14, dtype=torch.float16, device="cuda", layout="channels_last")
+    x[0, 3, 5, 5] = float("nan")
+    x[1, :, 7, 7] = float("-inf")
+    with torch.no_grad():
+        out = block(x).cpu()
+    ref = oracle(block, x)
+    assert torch.equal(out.isnan(), ref.isnan())
+    finite = ref.isfinite() & out.isfinite()
+    assert rel_err(out[finite], ref[finite]) < tolerance(torch.float16)
+
+
+def test_offsets_beyond_2_to_the_31():
+    # N*C*H*W > 2^31: batch offsets must be computed in 64 bits.
+    spec = InceptionSpec(16, 16, 16, 16, 16, 16, 16)
+    n = 2**31 // (64 * 28 * 28) + 2
+    block = make_block(spec, dtype=torch.float16, device="cuda")
+    x = torch.randn(n, 16, 28, 28, dtype=torch.float16, device="cuda")
+    with torch.no_grad():
+        out = block(x)
+    assert out.numel() > 2**31
+    tail = slice(n - 2, n)
+    ref = oracle(block, x[tail])
+    assert rel_err(out[tail].cpu(), ref) < tolerance(torch.float16)
+
+
+def test_one_launch_on_gpu():
+    from torch.profiler import ProfilerActivity, profile
+    spec = googlenet_spec("4a")
+    block = make_block(spec, dtype=torch.float16, device="cuda")
+    x = make_input(8, spec.in_channels, 14, 14, dtype=torch.float16, device="cuda", layout="channels_last")
+    with torch.no_grad():
+        block(x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            block(x)
+            torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA" and "inception" in e.name]
+    others = [e.name for e in prof.events() if e.device_type.name == "CUDA" and "inception" not in e.name]
+    assert len(kernels) == 1, [e.name for e in kernels]
+    assert others == [], others
