@@ -168,3 +168,26 @@ def test_weights_repacked_when_parameters_change():
         block.load_state_dict(sd)
         c = block(x)
         assert rel_err(c, oracle(block, x)) < tolerance(torch.float32) and not torch.allclose(b, c)
+
+
+def test_autotune_times_candidates_once_per_key_and_caches_on_disk(monkeypatch, tmp_path):
+    monkeypatch.setenv("FUSED_INCEPTION_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tk, "_TUNED", {})
+    spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4)
+    block = make_block(spec)
+    cands = [TileConfig(th=4, tw=4, bn=16, bk=16, br=16), TileConfig(th=8, tw=8, bn=32, bk=16, br=16)]
+    timed = []
+
+    def fake_bench(fn):
+        fn()  # each candidate really launches (and must not raise)
+        timed.append(len(timed))
+        return [2.0, 1.0][len(timed) - 1]  # the second candidate is "faster"
+
+    x = make_input(3, 8, 5, 5)
+    packed = block.packed_weights(x.dtype)
+    assert tk.autotune(x, packed, spec, cands, bench=fake_bench) == cands[1]
+    assert tk.autotune(make_input(4, 8, 5, 5), packed, spec, cands, bench=fake_bench) == cands[1]  # same bucket
+    assert timed == [0, 1]
+    monkeypatch.setattr(tk, "_TUNED", {})  # a new process: the result comes from disk
+    assert tk.autotune(x, packed, spec, cands, bench=lambda fn: pytest.fail("re-tuned")) == cands[1]
+    assert tk._tune_key(make_input(5, 8, 5, 5), spec) != tk._tune_key(x, spec)  # another bucket

@@ -16,8 +16,12 @@ Each branch stores straight into its channel slice of the output (the concat).
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import triton
@@ -26,7 +30,7 @@ import triton.language as tl
 from ..packing import PackedWeights, _conv_memory_format
 from ..spec import InceptionSpec
 
-__all__ = ["TileConfig", "inception_forward_triton", "interpreting", "default_config", "candidate_configs"]
+__all__ = ["TileConfig", "autotune", "candidate_configs", "default_config", "inception_forward_triton", "interpreting"]
 
 
 # Triton binds a kernel to the interpreter or the compiler when it is defined, so what matters
@@ -277,6 +281,101 @@ def _dot_precision(dtype: torch.dtype) -> str:
     return "ieee"
 
 
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+# -- autotuning -----------------------------------------------------------------------------------
+# Key: block shape, map size, dtype, layout, device and a power-of-two batch bucket (so batch 1
+# and batch 256 may pick different tiles, but batch 200 and 256 share a result). Results live in
+# memory and in a JSON file (FUSED_INCEPTION_CACHE_DIR, default ~/.cache/fused_inception).
+_TUNED: dict[str, TileConfig] = {}
+_TUNE_LOCK = threading.Lock()
+
+
+def _tune_key(x: torch.Tensor, spec: InceptionSpec) -> str:
+    n, _, h, w = x.shape
+    layout = "cl" if _conv_memory_format(x) == torch.channels_last else "nchw"
+    dev = torch.cuda.get_device_name(x.device) if x.is_cuda else x.device.type
+    bucket = min(triton.next_power_of_2(max(n, 1)), 256)
+    return (f"{dev}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|relu{int(spec.relu)}|"
+            f"{h}x{w}|{str(x.dtype).removeprefix('torch.')}|{layout}|{_dot_precision(x.dtype)}|n{bucket}")
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("FUSED_INCEPTION_CACHE_DIR") or Path.home() / ".cache" / "fused_inception"
+    return Path(root) / "triton_autotune.json"
+
+
+def _load_disk_cache() -> dict[str, dict]:
+    try:
+        return json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _store_disk_cache(key: str, cfg: TileConfig) -> None:
+    try:
+        path = _cache_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _load_disk_cache()
+        data[key] = asdict(cfg)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home only costs a re-tune in the next process
+
+
+def _do_bench(fn) -> float:
+    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
+
+
+def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
+             candidates: list[TileConfig] | None = None, bench=None) -> TileConfig:
+    """The fastest tile config for this case, timed once per key and cached (memory and disk).
+
+    ``bench(fn) -> ms`` times a launch (default ``triton.testing.do_bench``, median). A config
+    that fails to compile or launch (e.g. out of shared memory) is skipped.
+    """
+    key = _tune_key(x, spec)
+    with _TUNE_LOCK:
+        if key in _TUNED:
+            return _TUNED[key]
+        disk = _load_disk_cache().get(key)
+        if disk is not None:
+            _TUNED[key] = TileConfig(**disk)
+            return _TUNED[key]
+        bench = bench or _do_bench
+        out = torch.empty((x.shape[0], spec.out_channels, *x.shape[2:]), dtype=x.dtype, device=x.device,
+                          memory_format=_conv_memory_format(x))
+        best, best_ms = None, float("inf")
+        for cfg in candidates or candidate_configs(spec, x.shape[2], x.shape[3]):
+            try:
+                ms = bench(lambda cfg=cfg: inception_forward_triton(x, packed, spec, config=cfg, out=out))
+            except Exception:  # noqa: BLE001 - e.g. OutOfResources for a large tile
+                continue
+            if ms < best_ms:
+                best, best_ms = cfg, ms
+        if best is None:
+            raise RuntimeError(f"no Triton tile config could run for {key}")
+        _TUNED[key] = best
+        _store_disk_cache(key, best)
+        return best
+
+
+def _pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> TileConfig:
+    if not x.is_cuda or os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0":
+        return default_config(spec, x.shape[2], x.shape[3])
+    key = _tune_key(x, spec)
+    if key in _TUNED:
+        return _TUNED[key]
+    if torch.cuda.is_current_stream_capturing():
+        return default_config(spec, x.shape[2], x.shape[3])  # cannot time inside a CUDA graph capture
+    return autotune(x, packed, spec)
+
+
 def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
                              config: TileConfig | None = None, max_programs: int | None = None,
                              out: torch.Tensor | None = None) -> torch.Tensor:
@@ -297,15 +396,15 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
         return out
     if max(cin, spec.out_channels) * h * w >= 2**31:
         raise ValueError(f"one image of {max(cin, spec.out_channels)}x{h}x{w} elements exceeds 2^31")
-    cfg = config or default_config(spec, h, w)
+    cfg = config or _pick_config(x, packed, spec)
     tiles_h, tiles_w = triton.cdiv(h, cfg.th), triton.cdiv(w, cfg.tw)
     n_tiles = n * tiles_h * tiles_w
     items = sum(triton.cdiv(c, cfg.bn) for c in (spec.ch3x3, spec.ch5x5, spec.ch1x1, spec.pool_proj))
     total_work = items * n_tiles
     if max_programs is None:
         if x.is_cuda:
-            sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-            max_programs = sms * cfg.programs_per_sm
+            max_programs = _sm_count(x.device.index if x.device.index is not None else
+                                     torch.cuda.current_device()) * cfg.programs_per_sm
         else:
             max_programs = total_work
     grid = min(total_work, max_programs)
