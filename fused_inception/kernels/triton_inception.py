@@ -20,7 +20,7 @@ import functools
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -237,7 +237,7 @@ class TileConfig:
     br: int = 32
     num_warps: int = 4
     num_stages: int = 2
-    programs_per_sm: int = 4
+    programs_per_sm: int = 2  # persistent programs per SM (each owns a scratch slot in L2)
 
     def __post_init__(self) -> None:
         for name in ("th", "tw", "bn", "bk", "br"):
@@ -257,22 +257,25 @@ def default_config(spec: InceptionSpec, h: int, w: int) -> TileConfig:
     th = 8 if h <= 8 else 16 if h <= 16 and w <= 16 else 8
     tw = 8 if w <= 8 or th == 8 else 16
     return TileConfig(th=th, tw=tw, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 64),
-                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64))
+                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64),
+                      num_warps=8 if th * tw * 64 >= 8192 else 4)
 
 
 def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
-    """The autotuning space for one block shape (the default first)."""
+    """The autotuning space for one block shape, the heuristic first.
+
+    Kept small on purpose: each entry is a separate compilation of a large kernel, and a whole
+    GoogLeNet tunes nine block shapes on first use.
+    """
     base = default_config(spec, h, w)
     out = [base]
-    for th, tw in ((8, 8), (8, 16), (16, 16)):
-        for bn in (32, 64, 128):
-            for warps in (4, 8):
-                for stages in (2, 3):
-                    c = TileConfig(th=th, tw=tw, bn=bn, bk=base.bk, br=base.br, num_warps=warps,
-                                   num_stages=stages)
-                    if c not in out and (th * tw <= 128 or warps == 8):
-                        out.append(c)
-    return out
+    for bn in (32, 128):  # more channel blocks (fills the GPU at small batch) vs. less halo recompute
+        out.append(replace(base, bn=bn, num_warps=8 if bn * base.th * base.tw >= 8192 else 4))
+    if h > 8 and w > 8:  # the other tile shape for 14x14 and 28x28 maps
+        th, tw = (8, 8) if base.th * base.tw > 64 else (16, 16)
+        out.append(replace(base, th=th, tw=tw, num_warps=8 if th * tw > 64 else 4))
+    out.append(replace(base, num_stages=3))
+    return list(dict.fromkeys(out))
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
