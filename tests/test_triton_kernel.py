@@ -87,11 +87,12 @@ def test_halo_is_zero_padded_after_relu(k):
 
 
 @pytest.mark.parametrize("cfg,max_programs", [
-    (TileConfig(th=4, tw=4, bn=16, bk=16, br=16), 3),
-    (TileConfig(th=8, tw=16, bn=32, bk=16, br=16), 1),
-    (TileConfig(th=16, tw=8, bn=16, bk=32, br=32), None),
-    (TileConfig(th=2, tw=8, bn=64, bk=16, br=16), 5),
-], ids=lambda c: f"{c.th}x{c.tw}-bn{c.bn}-bk{c.bk}-br{c.br}" if isinstance(c, TileConfig) else f"progs{c}")
+    (TileConfig(th=4, tw=4, bn=16, bk=16, br=16, hc=16, kxk_group=1), 3),
+    (TileConfig(th=8, tw=16, bn=32, bk=16, br=16, hc=64), 1),
+    (TileConfig(th=16, tw=8, bn=16, bk=32, br=32, hc=32, kxk_group=2), None),
+    (TileConfig(th=2, tw=8, bn=64, bk=16, br=16, hc=16), 5),
+], ids=lambda c: (f"{c.th}x{c.tw}-bn{c.bn}-bk{c.bk}-br{c.br}-hc{c.hc}-g{c.kxk_group}"
+                  if isinstance(c, TileConfig) else f"progs{c}"))
 def test_tile_configs_and_persistent_grid(cfg, max_programs):
     # Channel counts above the block sizes (several channel blocks per branch, ragged tails);
     # max_programs below the work count makes programs loop over several work items.

@@ -128,9 +128,10 @@ def _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, wk_ptr, bk_ptr, oh0, 
               W_LD: tl.constexpr, RED_COL: tl.constexpr, OUT_C: tl.constexpr,
               CIN: tl.constexpr, CRED: tl.constexpr, COUT: tl.constexpr, K: tl.constexpr,
               RELU: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr,
-              BK: tl.constexpr, BR: tl.constexpr, SCRATCH_C: tl.constexpr,
-              PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """KxK conv of the reduce map, channels [c0, c0+BN), with the reduce recomputed on the halo."""
+              BK: tl.constexpr, BR: tl.constexpr, HC: tl.constexpr, G: tl.constexpr,
+              SCRATCH_C: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """KxK conv of the reduce map for G blocks of BN output channels from c0, the reduce
+    recomputed once on the tile's halo (in chunks of HC pixels) and shared by the G blocks."""
     BM: tl.constexpr = TH * TW
     PAD: tl.constexpr = K // 2
     HALO_W: tl.constexpr = TW + K - 1
@@ -138,13 +139,13 @@ def _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, wk_ptr, bk_ptr, oh0, 
     # Phase 1: reduce = relu(x @ W_red + b) on the halo, 0 outside the image (the KxK conv
     # zero-pads the post-ReLU map), written to this program's scratch rows.
     tl.debug_barrier()  # the previous item's phase-2 reads of the scratch are done
-    for hc in range(0, HALO_PIX, BM):
-        hp = hc + tl.arange(0, BM)
+    for hc in range(0, HALO_PIX, HC):
+        hp = hc + tl.arange(0, HC)
         gh = oh0 - PAD + hp // HALO_W
         gw = ow0 - PAD + hp % HALO_W
         inside = (hp < HALO_PIX) & (gh >= 0) & (gh < H) & (gw >= 0) & (gw < W)
         for r0 in range(0, CRED, BR):
-            acc = tl.zeros((BM, BR), dtype=tl.float32)
+            acc = tl.zeros((HC, BR), dtype=tl.float32)
             for k0 in range(0, CIN, BK):
                 a = _load_x(x_img, gh, gw, inside, k0, sxc, sxh, sxw, CIN, BK)
                 b = _load_w(w_in_ptr, k0, RED_COL + r0, CIN, RED_COL + CRED, W_LD, BK, BR)
@@ -162,15 +163,18 @@ def _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, wk_ptr, bk_ptr, oh0, 
     hh = oh0 + ty
     ww = ow0 + tx
     pix_ok = (hh < H) & (ww < W)
-    acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for tap in range(K * K):
-        hidx = (ty + tap // K) * HALO_W + (tx + tap % K)
-        for r0 in range(0, CRED, BR):
-            rs = r0 + tl.arange(0, BR)
-            a = tl.load(scratch + hidx[:, None] * SCRATCH_C + rs[None, :])
-            b = _load_w(wk_ptr + tap * CRED * COUT, r0, c0, CRED, COUT, COUT, BR, BN)
-            acc = _mma(a, b, acc, PRECISION, UPCAST)
-    _store_out(out_img, acc, bk_ptr, c0, hh, ww, pix_ok, OUT_C, soc, soh, sow, COUT, BN, RELU)
+    for g in range(G):
+        cg = c0 + g * BN
+        if cg < COUT:
+            acc = tl.zeros((BM, BN), dtype=tl.float32)
+            for tap in range(K * K):
+                hidx = (ty + tap // K) * HALO_W + (tx + tap % K)
+                for r0 in range(0, CRED, BR):
+                    rs = r0 + tl.arange(0, BR)
+                    a = tl.load(scratch + hidx[:, None] * SCRATCH_C + rs[None, :])
+                    b = _load_w(wk_ptr + tap * CRED * COUT, r0, cg, CRED, COUT, COUT, BR, BN)
+                    acc = _mma(a, b, acc, PRECISION, UPCAST)
+            _store_out(out_img, acc, bk_ptr, cg, hh, ww, pix_ok, OUT_C, soc, soh, sow, COUT, BN, RELU)
 
 
 @triton.jit
@@ -182,12 +186,13 @@ def inception_fwd_kernel(
     CIN: tl.constexpr, C1: tl.constexpr, C3R: tl.constexpr, C3: tl.constexpr,
     C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
     RELU: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-    BR: tl.constexpr, SCRATCH_PIX: tl.constexpr, SCRATCH_C: tl.constexpr,
+    BR3: tl.constexpr, BR5: tl.constexpr, HC: tl.constexpr, G: tl.constexpr,
+    SCRATCH_PIX: tl.constexpr, SCRATCH_C: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     W_LD: tl.constexpr = C1 + C3R + C5R
-    N3: tl.constexpr = (C3 + BN - 1) // BN
-    N5: tl.constexpr = (C5 + BN - 1) // BN
+    N3: tl.constexpr = (C3 + BN * G - 1) // (BN * G)  # KxK items hold G channel blocks each
+    N5: tl.constexpr = (C5 + BN * G - 1) // (BN * G)
     N1: tl.constexpr = (C1 + BN - 1) // BN
     pid = tl.program_id(0)
     scratch = scratch_ptr + pid.to(tl.int64) * (SCRATCH_PIX * SCRATCH_C)
@@ -208,13 +213,13 @@ def inception_fwd_kernel(
             pass
         elif item < N3:
             _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, oh0, ow0,
-                      item * BN, H, W, sxc, sxh, sxw, soc, soh, sow,
-                      W_LD, C1, C1, CIN, C3R, C3, K3, RELU, TH, TW, BN, BK, BR, SCRATCH_C,
+                      item * BN * G, H, W, sxc, sxh, sxw, soc, soh, sow,
+                      W_LD, C1, C1, CIN, C3R, C3, K3, RELU, TH, TW, BN, BK, BR3, HC, G, SCRATCH_C,
                       PRECISION, UPCAST)
         elif item < N3 + N5:
             _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, w5_ptr, b5_ptr, oh0, ow0,
-                      (item - N3) * BN, H, W, sxc, sxh, sxw, soc, soh, sow,
-                      W_LD, C1 + C3R, C1 + C3, CIN, C5R, C5, K5, RELU, TH, TW, BN, BK, BR, SCRATCH_C,
+                      (item - N3) * BN * G, H, W, sxc, sxh, sxw, soc, soh, sow,
+                      W_LD, C1 + C3R, C1 + C3, CIN, C5R, C5, K5, RELU, TH, TW, BN, BK, BR5, HC, G, SCRATCH_C,
                       PRECISION, UPCAST)
         elif item < N3 + N5 + N1:
             _pointwise_item(x_img, out_img, w_in_ptr, b_in_ptr, oh0, ow0, (item - N3 - N5) * BN, H, W,
@@ -228,24 +233,39 @@ def inception_fwd_kernel(
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Tile shape of one launch: a TH x TW pixel tile, BN output channels, BK/BR reduction chunks."""
+    """Tile shape of one launch.
+
+    A ``th`` x ``tw`` pixel tile; ``bn`` output channels per block; ``bk``/``br`` chunks of the
+    input/reduce channels; ``hc`` halo pixels per reduce GEMM; ``kxk_group`` channel blocks per
+    KxK work item (0: the whole branch, so the halo reduce is computed once per tile; 1: one block
+    per item, more parallelism for small batches at the price of recomputing the reduce).
+    """
 
     th: int = 8
     tw: int = 8
     bn: int = 64
     bk: int = 32
     br: int = 32
+    hc: int = 64
+    kxk_group: int = 0
     num_warps: int = 4
     num_stages: int = 2
     programs_per_sm: int = 2  # persistent programs per SM (each owns a scratch slot in L2)
 
     def __post_init__(self) -> None:
-        for name in ("th", "tw", "bn", "bk", "br"):
+        for name in ("th", "tw", "bn", "bk", "br", "hc"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"TileConfig.{name} must be a power of two, got {v}")
-        if self.th * self.tw < 16 or min(self.bn, self.bk, self.br) < 16:
-            raise ValueError("TileConfig: th*tw, bn, bk and br must be >= 16 (tl.dot's minimum)")
+        if self.th * self.tw < 16 or min(self.bn, self.bk, self.br, self.hc) < 16:
+            raise ValueError("TileConfig: th*tw, bn, bk, br and hc must be >= 16 (tl.dot's minimum)")
+        if self.kxk_group < 0:
+            raise ValueError(f"TileConfig.kxk_group must be >= 0, got {self.kxk_group}")
+
+    def group(self, spec: InceptionSpec) -> int:
+        """Channel blocks per KxK work item for ``spec``."""
+        whole = max(triton.cdiv(spec.ch3x3, self.bn), triton.cdiv(spec.ch5x5, self.bn))
+        return whole if self.kxk_group == 0 else min(self.kxk_group, whole)
 
 
 def _pow2_at_least(v: int, lo: int = 16, hi: int = 128) -> int:
@@ -257,7 +277,7 @@ def default_config(spec: InceptionSpec, h: int, w: int) -> TileConfig:
     th = 8 if h <= 8 else 16 if h <= 16 and w <= 16 else 8
     tw = 8 if w <= 8 or th == 8 else 16
     return TileConfig(th=th, tw=tw, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 64),
-                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64),
+                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64), hc=32,
                       num_warps=8 if th * tw * 64 >= 8192 else 4)
 
 
@@ -269,8 +289,9 @@ def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
     """
     base = default_config(spec, h, w)
     out = [base]
-    for bn in (32, 128):  # more channel blocks (fills the GPU at small batch) vs. less halo recompute
-        out.append(replace(base, bn=bn, num_warps=8 if bn * base.th * base.tw >= 8192 else 4))
+    # Small batches: one channel block per KxK item fills more SMs (reduce recomputed per item).
+    out.append(replace(base, bn=32, kxk_group=1, num_warps=4))
+    out.append(replace(base, bn=128, num_warps=8))
     if h > 8 and w > 8:  # the other tile shape for 14x14 and 28x28 maps
         th, tw = (8, 8) if base.th * base.tw > 64 else (16, 16)
         out.append(replace(base, th=th, tw=tw, num_warps=8 if th * tw > 64 else 4))
@@ -402,7 +423,9 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
     cfg = config or _pick_config(x, packed, spec)
     tiles_h, tiles_w = triton.cdiv(h, cfg.th), triton.cdiv(w, cfg.tw)
     n_tiles = n * tiles_h * tiles_w
-    items = sum(triton.cdiv(c, cfg.bn) for c in (spec.ch3x3, spec.ch5x5, spec.ch1x1, spec.pool_proj))
+    g = cfg.group(spec)
+    items = (sum(triton.cdiv(c, cfg.bn * g) for c in (spec.ch3x3, spec.ch5x5))
+             + sum(triton.cdiv(c, cfg.bn) for c in (spec.ch1x1, spec.pool_proj)))
     total_work = items * n_tiles
     if max_programs is None:
         if x.is_cuda:
@@ -411,10 +434,11 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
         else:
             max_programs = total_work
     grid = min(total_work, max_programs)
-    bm = cfg.th * cfg.tw
     halo = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (spec.k3, spec.k5))
-    scratch_pix = triton.cdiv(halo, bm) * bm
-    scratch_c = triton.cdiv(max(spec.ch3x3red, spec.ch5x5red), cfg.br) * cfg.br
+    scratch_pix = triton.cdiv(halo, cfg.hc) * cfg.hc
+    # Reduce-channel chunks per branch: the "5x5" reduce is often 16-48 channels wide.
+    br3, br5 = (min(cfg.br, _pow2_at_least(c, 16, 128)) for c in (spec.ch3x3red, spec.ch5x5red))
+    scratch_c = max(triton.cdiv(spec.ch3x3red, br3) * br3, triton.cdiv(spec.ch5x5red, br5) * br5)
     scratch = torch.empty((grid, scratch_pix, scratch_c), dtype=x.dtype, device=x.device)
     upcast = interpreting() and x.dtype == torch.bfloat16
     inception_fwd_kernel[(grid,)](
@@ -423,7 +447,7 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
         *x.stride(), *out.stride(),
         CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
         CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
-        TH=cfg.th, TW=cfg.tw, BN=cfg.bn, BK=cfg.bk, BR=cfg.br,
+        TH=cfg.th, TW=cfg.tw, BN=cfg.bn, BK=cfg.bk, BR3=br3, BR5=br5, HC=cfg.hc, G=g,
         SCRATCH_PIX=scratch_pix, SCRATCH_C=scratch_c,
         PRECISION=_dot_precision(x.dtype), UPCAST=upcast,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,

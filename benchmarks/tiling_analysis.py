@@ -1,0 +1,71 @@
+"""Work decomposition of the Triton kernel per GoogLeNet block (no GPU needed).
+
+For each block and batch: FLOPs (the block's minimum), the FLOPs the kernel actually does
+(reduce recomputed on each KxK item's halo, padded tiles and channel blocks), the number of work
+items against the SMs, and the scratch the persistent grid allocates. Usage:
+
+    python benchmarks/tiling_analysis.py [--sms 132] [--batches 1 32 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import triton
+
+from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
+from fused_inception.kernels.triton_inception import default_config
+
+
+def analyse(name: str, n: int, sms: int, cfg=None) -> dict:
+    """Counts for block ``name`` at batch ``n`` with tile config ``cfg`` (default: the heuristic)."""
+    s = googlenet_spec(name)
+    hw = GOOGLENET_SPATIAL[name]
+    cfg = cfg or default_config(s, hw, hw)
+    bm = cfg.th * cfg.tw
+    tiles = triton.cdiv(hw, cfg.th) * triton.cdiv(hw, cfg.tw)
+    useful = 2 * n * hw * hw * (s.in_channels * (s.ch1x1 + s.ch3x3red + s.ch5x5red + s.pool_proj)
+                                + s.k3**2 * s.ch3x3red * s.ch3x3 + s.k5**2 * s.ch5x5red * s.ch5x5)
+    done = 0
+    items = 0
+    g = cfg.group(s)
+    for cred, cout, k in ((s.ch3x3red, s.ch3x3, s.k3), (s.ch5x5red, s.ch5x5, s.k5)):
+        nb = triton.cdiv(cout, cfg.bn)
+        n_items = triton.cdiv(cout, cfg.bn * g)
+        items += n_items
+        halo = triton.cdiv((cfg.th + k - 1) * (cfg.tw + k - 1), cfg.hc) * cfg.hc
+        br = min(cfg.br, max(16, triton.next_power_of_2(cred)))
+        cr = triton.cdiv(cred, br) * br
+        done += n_items * 2 * halo * s.in_channels * cr + nb * 2 * bm * k * k * cr * cfg.bn
+    for cout in (s.ch1x1, s.pool_proj):
+        nb = triton.cdiv(cout, cfg.bn)
+        items += nb
+        done += nb * 2 * bm * s.in_channels * cfg.bn
+    done *= n * tiles
+    work = items * n * tiles
+    grid = min(work, sms * cfg.programs_per_sm)
+    halo_pix = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (s.k3, s.k5))
+    cr_max = max(triton.cdiv(c, b) * b for c in (s.ch3x3red, s.ch5x5red)
+                 for b in [min(cfg.br, max(16, triton.next_power_of_2(c)))])
+    scratch = grid * triton.cdiv(halo_pix, cfg.hc) * cfg.hc * cr_max * 2
+    return {"block": name, "n": n, "tile": f"{cfg.th}x{cfg.tw}", "bn": cfg.bn, "items": items,
+            "work": work, "waves": work / (sms * cfg.programs_per_sm), "useful_gflop": useful / 1e9,
+            "overhead": done / useful, "scratch_mb": scratch / 2**20}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sms", type=int, default=132, help="SM count (H100 SXM / H200: 132)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256])
+    a = p.parse_args()
+    print(f"{'block':5} {'n':>4} {'tile':>6} {'BN':>4} {'items':>5} {'work':>7} {'waves':>7} "
+          f"{'GFLOP':>8} {'done/min':>8} {'scratch MB':>10}")
+    for n in a.batches:
+        for name in GOOGLENET_BLOCKS:
+            r = analyse(name, n, a.sms)
+            print(f"{r['block']:5} {r['n']:>4} {r['tile']:>6} {r['bn']:>4} {r['items']:>5} {r['work']:>7} "
+                  f"{r['waves']:>7.2f} {r['useful_gflop']:>8.3f} {r['overhead']:>8.2f} {r['scratch_mb']:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()
