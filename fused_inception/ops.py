@@ -30,6 +30,8 @@ folding in ``module.py``.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +42,10 @@ from .spec import InceptionSpec
 __all__ = ["inception_forward", "IMPLS", "block_from_packed"]
 
 IMPLS = ("triton", "cuda", "reference")
+
+# Triton's interpreter patches triton.language globally while a kernel runs, so two threads in it at
+# once crash: serialise the CPU (interpreter) launches. GPU launches need no lock.
+_INTERPRETER_LOCK = threading.Lock()
 
 
 def _spec(channels: list[int], k3: int, k5: int, relu: bool) -> InceptionSpec:
@@ -84,7 +90,8 @@ def inception_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w
         return packed_reference(x, packed, spec)
     if x.device.type == "cpu":
         if impl == "triton" and interpreting():
-            return inception_forward_triton(x, packed, spec)
+            with _INTERPRETER_LOCK:
+                return inception_forward_triton(x, packed, spec)
         return packed_reference(x, packed, spec)
     # Triton and the extension launch on the *current* device's current stream: make that x's device.
     with torch.cuda.device(x.device):
