@@ -10,6 +10,7 @@ the failure is remembered, so later calls fail fast with the same message (see `
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import logging
 import os
@@ -52,23 +53,22 @@ def _nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
-def _first_line(cmd: list[str], last: bool = False) -> str:
+def _version_line(cmd: list[str], marker: str = "") -> str:
+    """The first line of ``cmd``'s output that contains ``marker``."""
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
     except (OSError, subprocess.SubprocessError):
         return "not found"
-    if not out:
-        return "unknown"
-    return out[-1] if last else out[0]
+    return next((line.strip() for line in out if marker in line), "unknown")
 
 
 def versions() -> str:
     """torch, CUDA and compiler versions, for error messages."""
     nvcc = _nvcc()
-    nvcc_v = _first_line([nvcc, "--version"], last=True) if nvcc else "not found"
+    nvcc_v = _version_line([nvcc, "--version"], "release") if nvcc else "not found"
     cxx = os.environ.get("CXX", "c++")
     return (f"torch {torch.__version__}, torch CUDA {torch.version.cuda}, nvcc {nvcc_v!r}, "
-            f"C++ compiler {cxx}: {_first_line([cxx, '--version'])!r}")
+            f"C++ compiler {cxx}: {_version_line([cxx, '--version'])!r}")
 
 
 def available() -> bool:
@@ -89,17 +89,15 @@ def load_error() -> str | None:
 
 
 def _import_aot() -> ModuleType | None:
+    """The module built by ``FUSED_INCEPTION_BUILD_CUDA=1 pip install .``, or None."""
+    if importlib.util.find_spec("fused_inception._C") is None:
+        return None
     try:
-        from . import _C  # built by FUSED_INCEPTION_BUILD_CUDA=1 pip install .
-    except ModuleNotFoundError as exc:
-        if exc.name == "fused_inception._C":
-            return None
-        raise
+        return importlib.import_module("fused_inception._C")
     except ImportError as exc:  # e.g. built against another torch: rebuild rather than fail
         _logger.warning("fused_inception: the prebuilt CUDA extension does not import (%s); "
                         "building it just in time instead", exc)
         return None
-    return _C
 
 
 def _build_jit() -> ModuleType:
@@ -154,4 +152,8 @@ def inception_forward_cuda(x: torch.Tensor, packed: PackedWeights, spec: Incepti
     Returns (N, Cout, H, W) in ``x.dtype``, channels_last if ``x`` is, else contiguous; or writes
     into ``out`` (any non-overlapping dense layout) and returns it.
     """
-    return load().forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, out)
+    ext = load()
+    # The kernel reads weights densely and biases in fp32: both hold for pack_weights' output (no
+    # copies then); other producers (e.g. folding traced by torch.compile) may hand in other forms.
+    packed = PackedWeights(*(t.contiguous() if i % 2 == 0 else t.float().contiguous() for i, t in enumerate(packed)))
+    return ext.forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, out)
