@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# The one call to make on a lent GPU machine (see benchmarks/README.md): from the repository root,
+#
+#     bash benchmarks/device_check.sh
+#
+# 1. env        nvidia-smi, Python / torch / Triton / CUDA / nvcc / compute-sanitizer versions
+# 2. build      the optional CUDA extension (prebuilt or just in time), so later steps don't pay it
+# 3. tests      python -m pytest -x -q tests -m gpu (FUSED_INCEPTION_AUTOTUNE=0: default tiles, fewer compiles)
+# 4. memcheck   compute-sanitizer memcheck on benchmarks/sanitize_cases.py (caching allocator off)
+# 5. racecheck  compute-sanitizer racecheck on benchmarks/sanitize_cases.py --quick
+# 6. block      benchmarks/bench_block.py (see BLOCK_ARGS below)
+# 7. net        benchmarks/bench_googlenet.py (see NET_ARGS below)
+# then the benchmarks' headline tables and a table of the steps, printed last.
+#
+# Every step runs under `timeout` and a failing step does not stop the others. The defaults add up
+# to 9 minutes (T_* below; override any, e.g. T_BLOCK=300). Results and the full log go to $OUT
+# when it is set (the device tool brings back at most 8 files: this writes 7), else benchmarks/results.
+# STEPS="block net" runs a subset. Nothing here changes the GPU's settings (clocks, power, modes).
+#
+# Budget choices of the defaults (each overridable through BLOCK_ARGS / NET_ARGS):
+# - bench_block runs the three block families (3a: 28x28, 4e: 14x14, 5b: 7x7) at batch 1, 32, 256
+#   with --compile-mode reduce-overhead (Inductor + CUDA graphs): max-autotune's conv autotuning
+#   takes minutes per shape, more than this call has. BLOCK_ARGS="" runs the script's own defaults
+#   (all nine blocks, max-autotune).
+# - bench_googlenet runs its default cases without the compile provider (one whole-network compile
+#   per case does not fit); NET_ARGS="" runs its defaults.
+set -u
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+OUTDIR=${OUT:-benchmarks/results}
+mkdir -p "$OUTDIR"
+LOG="$OUTDIR/device_check.log"
+: >"$LOG"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+
+T_ENV=${T_ENV:-20}
+T_BUILD=${T_BUILD:-90}
+T_TESTS=${T_TESTS:-100}
+T_MEMCHECK=${T_MEMCHECK:-50}
+T_RACECHECK=${T_RACECHECK:-50}
+T_BLOCK=${T_BLOCK:-150}
+T_NET=${T_NET:-80}
+STEPS=${STEPS:-"env build tests memcheck racecheck block net"}
+BLOCK_ARGS=${BLOCK_ARGS-"--blocks 3a,4e,5b --compile-mode reduce-overhead --warmup 10 --rep 50"}
+NET_ARGS=${NET_ARGS-"--providers eager,eager-graph,fused-triton,fused-triton-graph,fused-cuda --warmup 10 --rep 100"}
+# Start no new benchmark case within ~40 s of the step's timeout, so the table, JSON and PNG get written.
+BLOCK_MINUTES=$(awk -v t="$T_BLOCK" 'BEGIN { m = (t - 45) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')
+NET_MINUTES=$(awk -v t="$T_NET" 'BEGIN { m = (t - 45) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')
+
+NAMES=()
+RESULTS=()
+SECS=()
+
+# step NAME TIMEOUT_S COMMAND...: run it under timeout, output to the terminal and the log.
+step() {
+    local name=$1 secs=$2
+    shift 2
+    case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
+    echo "=== [$name] timeout ${secs}s: $*" | tee -a "$LOG"
+    local t0=$SECONDS
+    timeout -k 10 "$secs" "$@" 2>&1 | tee -a "$LOG"
+    local rc=${PIPESTATUS[0]}
+    local status="ok"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="TIMEOUT"; elif [ "$rc" -ne 0 ]; then status="FAIL rc=$rc"; fi
+    NAMES+=("$name")
+    RESULTS+=("$status")
+    SECS+=("$((SECONDS - t0))")
+    echo "=== [$name] $status after $((SECONDS - t0))s" | tee -a "$LOG"
+}
+
+env_info() {
+    nvidia-smi || echo "nvidia-smi failed"
+    "$PY" - <<'EOF'
+import platform, shutil, subprocess, torch, triton
+print("python", platform.python_version(), "| torch", torch.__version__, "| torch CUDA", torch.version.cuda,
+      "| cuDNN", torch.backends.cudnn.version(), "| triton", triton.__version__)
+print("CUDA available:", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"device: {p.name}, capability {p.major}.{p.minor}, {p.multi_processor_count} SMs, "
+          f"{p.total_memory / 2**30:.0f} GiB, L2 {getattr(p, 'L2_cache_size', 0) / 2**20:.0f} MiB")
+for tool in ("nvcc", "compute-sanitizer", "ncu"):
+    path = shutil.which(tool)
+    ver = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1:] if path else []
+    print(f"{tool}: {path or 'not found'} {ver[0] if ver else ''}")
+for mod in ("matplotlib", "tqdm", "pytest"):
+    try:
+        m = __import__(mod)
+        print(f"{mod} {getattr(m, '__version__', '?')}")
+    except ImportError:
+        print(f"{mod}: not installed")
+EOF
+}
+
+build_ext() {
+    "$PY" - <<'EOF'
+import sys
+import torch
+if not torch.cuda.is_available():
+    sys.exit("no CUDA device")
+from fused_inception import cuda_ext
+if not cuda_ext.available():
+    print("CUDA extension not available:", cuda_ext.load_error() or "no prebuilt module and no nvcc/sources")
+    sys.exit(1)
+ext = cuda_ext.load()
+print("CUDA extension loaded:", ext.__file__ if hasattr(ext, "__file__") else ext)
+EOF
+}
+
+export PY
+export -f env_info build_ext  # `timeout` runs commands, not functions: run these through bash -c
+
+SAN=(compute-sanitizer --target-processes application-only --error-exitcode 1 --print-limit 30)
+
+step env "$T_ENV" bash -c env_info
+step build "$T_BUILD" bash -c build_ext
+step tests "$T_TESTS" env FUSED_INCEPTION_AUTOTUNE=0 "$PY" -m pytest -x -q -p no:cacheprovider tests -m gpu
+step memcheck "$T_MEMCHECK" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "${SAN[@]}" --tool memcheck \
+    "$PY" benchmarks/sanitize_cases.py
+step racecheck "$T_RACECHECK" "${SAN[@]}" --tool racecheck "$PY" benchmarks/sanitize_cases.py --quick
+# shellcheck disable=SC2086  # the *_ARGS are word lists on purpose
+step block "$T_BLOCK" "$PY" benchmarks/bench_block.py --out "$OUTDIR" --max-minutes "$BLOCK_MINUTES" $BLOCK_ARGS
+# shellcheck disable=SC2086
+step net "$T_NET" "$PY" benchmarks/bench_googlenet.py --out "$OUTDIR" --max-minutes "$NET_MINUTES" $NET_ARGS
+
+{
+    echo
+    echo "================================ summary ================================"
+    jsons=()
+    case " $STEPS " in *" block "*) jsons+=("$OUTDIR/bench_block.json") ;; esac
+    case " $STEPS " in *" net "*) jsons+=("$OUTDIR/bench_googlenet.json") ;; esac
+    if [ ${#jsons[@]} -gt 0 ]; then "$PY" benchmarks/_common.py summary "${jsons[@]}"; fi
+    printf '%-10s %-12s %6s\n' step result seconds
+    nfail=0
+    for i in "${!NAMES[@]}"; do
+        printf '%-10s %-12s %6s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${SECS[$i]}"
+        [ "${RESULTS[$i]}" = ok ] || nfail=$((nfail + 1))
+    done
+    echo "device_check: ${#NAMES[@]} step(s), $nfail not ok; total ${SECONDS}s; log and results in $OUTDIR"
+} 2>&1 | tee -a "$LOG"

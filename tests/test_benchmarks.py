@@ -1,0 +1,302 @@
+"""The benchmark scripts: --help, the CPU correctness pass that CI runs, the GPU code path on CPU
+with stubbed timers, and the FLOP / byte counting against hand computations."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fused_inception import InceptionSpec, googlenet_spec
+from fused_inception.kernels.triton_inception import interpreting
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+CUDA = torch.cuda.is_available()
+
+
+def bench_module(name: str):
+    """A module of benchmarks/ (a folder of scripts, not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def run_script(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    # The scripts must switch the interpreter on themselves: drop the variable conftest set.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cpu = ["--cpu"] if CUDA and script != "sanitize_cases.py" else []  # the CPU pass on a GPU machine too
+    return subprocess.run([sys.executable, str(BENCH / script), *cpu, *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+# -- the scripts as CI runs them -------------------------------------------------------------------
+@pytest.mark.parametrize("script,option", [("bench_block.py", "--providers"), ("bench_googlenet.py", "--providers"),
+                                           ("sanitize_cases.py", "--quick")],
+                         ids=["bench_block", "bench_googlenet", "sanitize_cases"])
+def test_help(script, option):
+    r = run_script(script, "--help", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert option in r.stdout and "usage" in r.stdout
+
+
+def _check_cpu_run(r: subprocess.CompletedProcess, json_path: Path, tol_key: str) -> dict:
+    assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}"
+    if not CUDA:
+        assert "timings need a CUDA GPU" in r.stdout
+    assert "all providers that ran passed their check" in r.stdout
+    data = json.loads(json_path.read_text())
+    assert data["mode"] == "cpu-correctness" and data["complete"] and not data["failures"]
+    assert data["env"]["triton_interpret"] == "1"
+    for case in data["cases"]:
+        prov = case["providers"]
+        for name in ("eager", "fused-triton"):
+            assert prov[name]["status"] == "ok", prov[name]
+            assert 0 < prov[name]["rel_err"] <= data["tolerance"][case["dtype"]]
+            assert "median_ms" not in prov[name]  # no timing without CUDA
+        for name in ("eager-graph", "fused-triton-graph", "fused-cuda"):
+            assert prov[name] == {"group": prov[name]["group"], "status": "unavailable", "message": "needs CUDA"}
+    return data
+
+
+def test_bench_block_cpu_pass(tmp_path):
+    r = run_script("bench_block.py", "--out", str(tmp_path), "--no-progress")
+    data = _check_cpu_run(r, tmp_path / "bench_block.json", "block")
+    assert [(c["block"], c["batch"], c["height"], c["dtype"]) for c in data["cases"]] == [("3a", 2, 5, "fp32")]
+    assert "fused-triton" in (tmp_path / "bench_block.txt").read_text()
+
+
+def test_bench_googlenet_cpu_pass(tmp_path):
+    r = run_script("bench_googlenet.py", "--out", str(tmp_path), "--no-progress")
+    data = _check_cpu_run(r, tmp_path / "bench_googlenet.json", "model")
+    (case,) = data["cases"]
+    assert (case["dtype"], case["batch"], case["image_size"]) == ("fp32", 1, 32)
+    backends = case["providers"]["fused-triton"]["block_backends"]
+    assert len(backends) == 9  # every block converted
+    assert backends.pop("inception3a") == "triton" and set(backends.values()) == {"reference"}
+
+
+@pytest.mark.skipif(not interpreting(), reason="runs the kernel on Triton's interpreter")
+def test_sanitize_cases_dry_run_on_cpu():
+    r = run_script("sanitize_cases.py", "--device", "cpu", "--quick", "--impls", "triton")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(" ok rel err") == 3 and "0 failure(s)" in r.stdout
+
+
+def test_bad_arguments_are_clear_errors():
+    r = run_script("bench_block.py", "--blocks", "3z", timeout=60)
+    assert r.returncode == 2 and "unknown block ['3z']" in r.stderr
+
+
+# -- counting --------------------------------------------------------------------------------------
+def test_flops_and_bytes_of_3a_by_hand():
+    C = bench_module("_common")
+    spec = googlenet_spec("3a")  # 192 -> 64 | 96->128 | 16->32 (3x3) | pool->32
+    # MACs per pixel: 192*(64+96+16+32) + 9*96*128 + 9*16*32 = 39936 + 110592 + 4608
+    assert C.block_macs_per_pixel(spec) == 155136
+    assert C.block_flops(spec, 2, 28, 28) == 2 * 2 * 28 * 28 * 155136 == 486_506_496
+    b = C.block_min_bytes(spec, 2, 28, 28, elem=2)
+    assert b["input"] == 2 * 192 * 784 * 2 == 602_112
+    assert b["output"] == 2 * 256 * 784 * 2 == 802_816
+    assert b["weights"] == 155136 * 2
+    assert b["biases"] == (64 + 96 + 16 + 128 + 32 + 32) * 4 == 1472
+    assert b["total"] == 602_112 + 802_816 + 310_272 + 1472
+
+
+def test_flops_of_a_true_5x5_and_paper_block():
+    C = bench_module("_common")
+    spec = InceptionSpec.paper(192, 64, 96, 128, 16, 32, 32)
+    assert C.block_macs_per_pixel(spec) == 39936 + 110592 + 25 * 16 * 32
+    odd = InceptionSpec(3, 1, 2, 4, 5, 6, 7, k3=1, k5=7)
+    assert C.block_flops(odd, 1, 1, 1) == 2 * (3 * (1 + 2 + 5 + 7) + 1 * 2 * 4 + 49 * 5 * 6)
+
+
+def test_model_flops_counts_fused_blocks_like_the_formula():
+    C = bench_module("_common")
+    import fused_inception as fi
+
+    spec = googlenet_spec("4e")
+    block = fi.ReferenceInception(spec).eval()
+    x = torch.randn(1, spec.in_channels, 3, 3)
+    assert C.model_flops(block, x) == C.block_flops(spec, 1, 3, 3)  # six convs counted by hooks
+    fused = fi.FusedInception.from_module(copy.deepcopy(block), backend="reference")
+    assert C.model_flops(fused, x) == C.block_flops(spec, 1, 3, 3)  # the block counted as one
+
+
+def test_roofline_floor():
+    C = bench_module("_common")
+    assert C.roofline_floor_s(1e12, 1e9, 1e15, 1e12) == (1e-3, "compute")
+    assert C.roofline_floor_s(1e9, 4e9, 1e15, 2e12) == (2e-3, "memory")
+
+
+def test_rotation_buffers_exceed_twice_l2_within_caps():
+    C = bench_module("_common")
+    l2 = 50 << 20
+    n = C.rotation_buffers(10 << 20, l2)
+    assert n * (10 << 20) > 2 * l2 and n == 11
+    assert C.rotation_buffers(200 << 20, l2) == 2  # big inputs: two buffers
+    assert C.rotation_buffers(1000, l2, max_buffers=64) == 64
+    assert C.rotation_buffers(3 << 30, l2, max_total_bytes=4 << 30) == 2
+
+
+def test_check_indices_quantiles_and_formatting():
+    C = bench_module("_common")
+    assert C.check_indices(3) == [0, 1, 2]
+    idx = C.check_indices(256)
+    assert idx[0] == 0 and idx[-1] == 255 and len(idx) == 8
+    assert C.quantiles([5, 1, 4, 2, 3]) == (3, 1.8, 4.2)
+    assert C.fmt(None) == "-" and C.fmt(float("nan")) == "-" and C.fmt(1234.5) == "1234"
+    assert C.fmt(0.01234) == "0.0123" and C.fmt(3.2e-5, 2) == "3.2e-05"
+    table = C.format_table(["a", "bb"], [["x", 1], None, ["yyy", 22]], right=[1])
+    assert table.splitlines() == ["a    bb", "---  --", "x     1", "---  --", "yyy  22"]
+
+
+def test_check_against_flags_nan_and_error():
+    C = bench_module("_common")
+    ref = torch.randn(4, 3, 2, 2, dtype=torch.float64)
+    ok, err, _ = C.check_against(ref.float(), ref, [0, 1, 2, 3], 1e-6)
+    assert ok and err < 1e-7
+    bad = ref.float().clone()
+    bad[3, 0, 0, 0] = float("nan")  # an element outside the checked images still counts
+    ok, err, msg = C.check_against(bad, ref[:2], [0, 1], 1e-6)
+    assert not ok and "non-finite" in msg
+    ok, err, msg = C.check_against((ref * 1.01).float(), ref, [0, 1, 2, 3], 1e-3)
+    assert not ok and math.isclose(err, 0.01, rel_tol=1e-3) and "relative error" in msg
+
+
+def test_fold_batch_norms_keeps_the_function():
+    C = bench_module("_common")
+    import fused_inception as fi
+
+    m = C.randomize_batch_norms(fi.models.googlenet("torchvision", init_weights=False).eval(), seed=1)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        want = m(x)
+        folded = C.fold_batch_norms(copy.deepcopy(m))
+        got = folded(x)
+    assert not any(isinstance(t, torch.nn.BatchNorm2d) for t in folded.modules())
+    assert (got - want).norm() / want.norm() < 1e-5
+
+
+# -- the GPU code path, on CPU with stubbed timers ---------------------------------------------------
+class FakeTimer:
+    """Stands in for the CUDA timers: runs the benchmarked call once (rotation and all), then
+    returns the next preset (median, p20, p80)."""
+
+    def __init__(self, medians):
+        self.medians, self.calls = list(medians), 0
+
+    def __call__(self, fn, warmup, rep):
+        fn()
+        t = self.medians[self.calls]
+        self.calls += 1
+        return t, 0.9 * t, 1.2 * t
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    C = bench_module("_common")
+    monkeypatch.setattr(C, "l2_bytes", lambda: 50 << 20)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    env = {"gpu": {"name": "Fake GPU"}, "torch": torch.__version__, "triton": "x", "torch_cuda": "13.0"}
+    ceilings = {"copy_gbps": 4000.0, "matmul_tflops": {"fp16": 800.0, "fp32": 60.0}}
+    return C, env, ceilings
+
+
+@pytest.mark.skipif(not interpreting(), reason="runs the fused provider on Triton's interpreter")
+def test_bench_block_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
+    C, env, ceilings = fake_gpu
+    bb = bench_module("bench_block")
+    import fused_inception as fi
+
+    timer = FakeTimer([4.0, 1.0, 2.0])  # eager, fused-triton at N=2, then eager at N=1
+    monkeypatch.setattr(C, "time_loop", timer)
+    monkeypatch.setattr(C, "time_events", timer)
+    args = bb.resolve(bb.parse_args(["--blocks", "3a", "--batches", "2", "--spatial", "3", "--dtype", "fp16",
+                                     "--providers", "eager,fused-triton", "--out", str(tmp_path)]), cuda=True)
+    runner = bb.Runner(fi, args, cuda=True, device=torch.device("cpu"))
+    runner.ceilings = ceilings
+    progress = C.Progress(3, enabled=False)
+    cases = [runner.run_case("3a", 2, "fp16", "channels_last", progress)]
+    args.providers = ["eager"]  # a second case, cheaper without the interpreter
+    cases.append(runner.run_case("3a", 1, "fp16", "channels_last", progress))
+    assert timer.calls == 3
+    data = {"benchmark": "bench_block", "env": env, "ceilings": ceilings, "cases": cases, "complete": True}
+    assert cases[1]["providers"]["eager"]["speedup_vs_eager"] == 1.0 and cases[1]["best_peer"] == "eager"
+    for case, (t_eager, t_fused) in zip(cases[:1], [(4.0, 1.0)]):
+        flops = C.block_flops(googlenet_spec("3a"), case["batch"], 3, 3)
+        assert case["flops"] == flops and case["method"] == "loop"  # tiny: launch-bound
+        assert case["buffers"] >= 2 and case["best_peer"] == "eager"
+        eager, fused = case["providers"]["eager"], case["providers"]["fused-triton"]
+        assert eager["status"] == fused["status"] == "ok"
+        assert fused["median_ms"] == t_fused and fused["p20_ms"] == 0.9 * t_fused
+        assert fused["speedup_vs_eager"] == fused["speedup_vs_best_peer"] == t_eager / t_fused
+        assert math.isclose(fused["tflops"], flops / (t_fused * 1e-3) / 1e12)
+        assert math.isclose(fused["pct_floor"], 100 * case["floor_ms"] / t_fused)
+        floor_s, _ = C.roofline_floor_s(flops, case["min_bytes"]["total"], 800e12, 4000e9)
+        assert math.isclose(case["floor_ms"], floor_s * 1e3)
+    table = bb.gpu_table(data)
+    assert "fused-triton" in table and "4.00" in table and "Fake GPU" in table
+    assert "3a" in C.summarize_block(data)
+    C.write_json(tmp_path / "b.json", data)
+    assert json.loads((tmp_path / "b.json").read_text())["cases"][1]["batch"] == 1
+    if C.try_import_pyplot() is not None:
+        assert bb.plot(data, tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_bench_googlenet_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
+    C, env, ceilings = fake_gpu
+    bg = bench_module("bench_googlenet")
+    import fused_inception as fi
+
+    timer = FakeTimer([8.0])
+    monkeypatch.setattr(C, "time_loop", timer)
+    args = bg.resolve(bg.parse_args(["--dtype", "fp32", "--batches", "2", "--extra", "none", "--image-size", "32",
+                                     "--providers", "eager", "--out", str(tmp_path)]), cuda=True)
+    runner = bg.Runner(fi, args, cuda=True, device=torch.device("cpu"))
+    (case,) = [runner.run_case("fp32", 2, C.Progress(1, enabled=False))]
+    r = case["providers"]["eager"]
+    assert r["status"] == "ok" and r["rel_err"] < 1e-4
+    assert r["images_per_s"] == 2 / 8e-3 and r["speedup_vs_eager"] == 1.0
+    assert case["flops"] == 2 * runner.flops_per_image > 0
+    data = {"benchmark": "bench_googlenet", "env": env, "ceilings": ceilings, "cases": [case],
+            "flops_per_image": runner.flops_per_image, "args": {"image_size": 32, "layout": "channels_last"},
+            "complete": True}
+    assert "250" in bg.gpu_table(data) and "250" in C.summarize_googlenet(data)
+    if C.try_import_pyplot() is not None:
+        assert bg.plot(data, tmp_path / "g.png")
+
+
+def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
+    """The check is not decorative: a provider computing something else is flagged, not timed."""
+    C, _, ceilings = fake_gpu
+    bb = bench_module("bench_block")
+    import fused_inception as fi
+
+    monkeypatch.setattr(C, "time_loop", FakeTimer([1.0]))
+    args = bb.resolve(bb.parse_args(["--blocks", "3a", "--batches", "1", "--spatial", "3", "--dtype", "fp32",
+                                     "--providers", "eager"]), cuda=True)
+    runner = bb.Runner(fi, args, cuda=True, device=torch.device("cpu"))
+    runner.ceilings = ceilings
+    real = C.build_provider
+
+    def wrong(*a, **k):  # the eager block with one BN's statistics changed: a different function
+        prov = real(*a, **k)
+        with torch.no_grad():
+            prov.module.branch1.conv.bias.add_(0.5)
+        return prov
+
+    monkeypatch.setattr(C, "build_provider", wrong)
+    case = runner.run_case("3a", 1, "fp32", "channels_last", C.Progress(1, enabled=False))
+    r = case["providers"]["eager"]
+    assert r["status"] == "mismatch" and "relative error" in r["message"] and "median_ms" not in r
+    assert case["best_peer"] is None
