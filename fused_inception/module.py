@@ -28,20 +28,21 @@ def _check_backend(name: object, where: str) -> str:
     return name  # type: ignore[return-value]
 
 
-def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 (weight, bias) of one unit with its BatchNorm folded in: the arithmetic of
-    ``torch.nn.utils.fusion.fuse_conv_bn_weights`` (same order, so the same bits in eager), written
-    out because that function returns new leaf ``nn.Parameter``s, which cut the autograd graph and
-    which Dynamo will not construct."""
-    w = u.weight.float()
-    b = u.bias.float() if u.bias is not None else None
+def _fold(u: UnitTensors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of one unit with its BatchNorm folded in, in fp32 (fp64 for a float64 target):
+    the arithmetic of ``torch.nn.utils.fusion.fuse_conv_bn_weights`` (same order, so the same bits
+    in eager), written out because that function returns new leaf ``nn.Parameter``s, which cut the
+    autograd graph and which Dynamo will not construct."""
+    fdt = torch.float64 if dtype == torch.float64 else torch.float32
+    w = u.weight.to(fdt)
+    b = u.bias.to(fdt) if u.bias is not None else None
     if u.has_bn:
-        mean = u.bn_mean.float()
+        mean = u.bn_mean.to(fdt)
         if b is None:
             b = torch.zeros_like(mean)
-        bn_w = u.bn_weight.float() if u.bn_weight is not None else torch.ones_like(mean)
-        bn_b = u.bn_bias.float() if u.bn_bias is not None else torch.zeros_like(mean)
-        rsqrt = torch.rsqrt(u.bn_var.float() + u.bn_eps)
+        bn_w = u.bn_weight.to(fdt) if u.bn_weight is not None else torch.ones_like(mean)
+        bn_b = u.bn_bias.to(fdt) if u.bn_bias is not None else torch.zeros_like(mean)
+        rsqrt = torch.rsqrt(u.bn_var.to(fdt) + u.bn_eps)
         w = w * (bn_w * rsqrt).reshape(-1, 1, 1, 1)
         b = (b - mean) * rsqrt * bn_w + bn_b
     if b is None:
@@ -51,8 +52,9 @@ def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
 
 def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
     """``packing.pack_weights`` (same layout, same values) as a differentiable, traceable function of
-    the raw tensors: the packing used under ``torch.compile`` and by the backward of ``_Repack``."""
-    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = (_fold(u) for u in units)
+    the raw tensors: the packing used under ``torch.compile`` and by the backward of ``_Repack``.
+    For a float64 target the folding and biases are float64 too (``gradcheck``)."""
+    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = (_fold(u, dtype) for u in units)
 
     def gemm(w: torch.Tensor) -> torch.Tensor:  # [Cout, Cin, K, K] -> [K*K, Cin, Cout]
         k = w.shape[-1]
