@@ -566,19 +566,24 @@ def time_loop(fn: Callable[[], object], warmup_ms: float, rep_ms: float,
     """Back-to-back calls between two events, per-call time = elapsed / calls; ``samples`` such
     windows give (median, p20, p80) in ms. What a caller gets per call in steady state: the device
     time when the device is the bottleneck, the host's launch overhead when the host is."""
+    # Warm up for about warmup_ms, sized from one synchronous call: a host-timed loop could queue
+    # far more device work than intended when the host is much faster than the device.
     torch.cuda.synchronize()
-    t0, n = time.perf_counter(), 0
-    while n < 3 or (time.perf_counter() - t0) * 1e3 < warmup_ms:
+    t0 = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    first_ms = max((time.perf_counter() - t0) * 1e3, 1e-3)
+    for _ in range(int(min(1000, max(2, warmup_ms / first_ms)))):
         fn()
-        n += 1
     torch.cuda.synchronize()
+    k = int(min(10, max(1, 20 / first_ms)))  # about 20 ms to estimate the per-call time
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for _ in range(10):
+    for _ in range(k):
         fn()
     end.record()
     end.synchronize()
-    est = max(start.elapsed_time(end) / 10, 1e-4)
+    est = max(start.elapsed_time(end) / k, 1e-4)
     calls = int(min(10_000, max(1, math.ceil(rep_ms / samples / est))))
     if calls == 1:  # long calls (>= rep_ms / samples): launch gaps don't matter, keep the run short
         samples = int(max(10, min(samples, math.ceil(rep_ms / est))))
@@ -688,6 +693,7 @@ def environment() -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "triton": triton.__version__,
         "triton_interpret": os.environ.get("TRITON_INTERPRET"),
+        "fused_inception_env": {k: v for k, v in os.environ.items() if k.startswith("FUSED_INCEPTION_")},
         "git_commit": _run(["git", "rev-parse", "HEAD"]),
         "git_dirty": bool(_run(["git", "status", "--porcelain", "--untracked-files=no"])),
         "cuda_available": torch.cuda.is_available(),

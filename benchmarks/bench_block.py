@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--providers", default=",".join(C.DEFAULT_PROVIDERS),
                    help=f"comma-separated, from {','.join(C.ALL_PROVIDERS)} or 'all'. {C.PROVIDER_HELP}")
     p.add_argument("--warmup", type=float, default=25, help="warm-up time per provider and case, ms")
-    p.add_argument("--rep", type=float, default=100, help="measurement time per provider and case, ms")
+    p.add_argument("--rep", "--reps", type=float, default=100, help="measurement time per provider and case, ms")
     p.add_argument("--timing", choices=("auto", "events", "loop"), default="auto", help=C.TIMING_HELP)
     p.add_argument("--launch-bound-us", type=float, default=20.0,
                    help="--timing auto uses 'loop' below this roofline floor (microseconds)")
@@ -169,10 +169,10 @@ class Runner:
             ok, err, msg = C.check_against(out, ref, idx, tol)
             res["check_s"] = time.perf_counter() - t0
             res.update(rel_err=err, checked_images=idx)
-            fallback = prov.backends_ok()
-            if fallback:
-                ok, msg = False, fallback
             res["status"] = "ok" if ok else "mismatch"
+            fallback = prov.backends_ok()
+            if fallback:  # a silent fallback to another backend is an error, whatever the numbers
+                ok, msg, res["status"] = False, fallback, "error"
             if msg:
                 res["message"] = msg
             if self.cuda and (ok or args.time_mismatches):

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--providers", default=",".join(C.DEFAULT_PROVIDERS),
                    help=f"comma-separated, from {','.join(C.ALL_PROVIDERS)} or 'all'. {C.PROVIDER_HELP}")
     p.add_argument("--warmup", type=float, default=25, help="warm-up time per provider and case, ms")
-    p.add_argument("--rep", type=float, default=200, help="measurement time per provider and case, ms")
+    p.add_argument("--rep", "--reps", type=float, default=200, help="measurement time per provider and case, ms")
     p.add_argument("--timing", choices=("loop", "events"), default="loop",
                    help="loop: back-to-back forwards between two events, inputs rotated over buffers larger "
                         "than 2x L2, 20 windows (median, p20, p80): steady-state images/s; events: "
@@ -178,10 +178,10 @@ class Runner:
             res.update(rel_err=err, checked_images=idx)
             if prov.fused_module is not None:
                 res["block_backends"] = prov.backends_used()
-            fallback = prov.backends_ok()
-            if fallback:
-                ok, msg = False, fallback
             res["status"] = "ok" if ok else "mismatch"
+            fallback = prov.backends_ok()
+            if fallback:  # a silent fallback to another backend is an error, whatever the numbers
+                ok, msg, res["status"] = False, fallback, "error"
             if msg:
                 res["message"] = msg
             if self.cuda and (ok or args.time_mismatches):

@@ -22,8 +22,9 @@
 #   with --compile-mode reduce-overhead (Inductor + CUDA graphs): max-autotune's conv autotuning
 #   takes minutes per shape, more than this call has. BLOCK_ARGS="" runs the script's own defaults
 #   (all nine blocks, max-autotune).
-# - bench_googlenet runs its default cases without the compile provider (one whole-network compile
-#   per case does not fit); NET_ARGS="" runs its defaults.
+# - bench_googlenet runs fp16 at batch 1, 32, 256 without the compile provider (a whole-network
+#   compile per case does not fit, nor the fused launcher's first autotuning of nine block shapes
+#   in two dtypes); NET_ARGS="" runs its defaults (fp16 and fp32, fp32 at batch 10, compile).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -37,14 +38,14 @@ export PYTHONUNBUFFERED=1
 
 T_ENV=${T_ENV:-20}
 T_BUILD=${T_BUILD:-90}
-T_TESTS=${T_TESTS:-100}
-T_MEMCHECK=${T_MEMCHECK:-50}
+T_TESTS=${T_TESTS:-90}
+T_MEMCHECK=${T_MEMCHECK:-60}
 T_RACECHECK=${T_RACECHECK:-50}
 T_BLOCK=${T_BLOCK:-150}
 T_NET=${T_NET:-80}
 STEPS=${STEPS:-"env build tests memcheck racecheck block net"}
 BLOCK_ARGS=${BLOCK_ARGS-"--blocks 3a,4e,5b --compile-mode reduce-overhead --warmup 10 --rep 50"}
-NET_ARGS=${NET_ARGS-"--providers eager,eager-graph,fused-triton,fused-triton-graph,fused-cuda --warmup 10 --rep 100"}
+NET_ARGS=${NET_ARGS-"--dtype fp16 --extra none --providers eager,eager-graph,fused-triton,fused-triton-graph,fused-cuda --warmup 10 --rep 100"}
 # Start no new benchmark case within ~40 s of the step's timeout, so the table, JSON and PNG get written.
 BLOCK_MINUTES=$(awk -v t="$T_BLOCK" 'BEGIN { m = (t - 45) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')
 NET_MINUTES=$(awk -v t="$T_NET" 'BEGIN { m = (t - 45) / 60; if (m < 0.2) m = 0.2; printf "%.2f", m }')

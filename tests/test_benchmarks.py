@@ -84,8 +84,7 @@ def test_bench_googlenet_cpu_pass(tmp_path):
     assert backends.pop("inception3a") == "triton" and set(backends.values()) == {"reference"}
 
 
-@pytest.mark.skipif(not interpreting(), reason="runs the kernel on Triton's interpreter")
-def test_sanitize_cases_dry_run_on_cpu():
+def test_sanitize_cases_dry_run_on_cpu():  # the script switches the interpreter on itself
     r = run_script("sanitize_cases.py", "--device", "cpu", "--quick", "--impls", "triton")
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count(" ok rel err") == 3 and "0 failure(s)" in r.stdout
@@ -300,3 +299,24 @@ def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
     r = case["providers"]["eager"]
     assert r["status"] == "mismatch" and "relative error" in r["message"] and "median_ms" not in r
     assert case["best_peer"] is None
+
+
+@pytest.mark.skipif(not interpreting(), reason="fused-triton is a CPU provider only on the interpreter")
+def test_a_silent_backend_fallback_is_an_error(monkeypatch):
+    C = bench_module("_common")
+    bb = bench_module("bench_block")
+    import fused_inception as fi
+
+    args = bb.resolve(bb.parse_args(["--blocks", "3a", "--batches", "1", "--spatial", "2",
+                                     "--providers", "fused-triton"]), cuda=False)
+    real = C.build_provider
+
+    def falls_back(*a, **k):  # right numbers, wrong backend: must not pass as "fused-triton"
+        prov = real(*a, **k)
+        prov.fused_module.backend = "reference"
+        return prov
+
+    monkeypatch.setattr(C, "build_provider", falls_back)
+    case = bb.Runner(fi, args, cuda=False).run_case("3a", 1, "fp32", "nchw", C.Progress(1, enabled=False))
+    r = case["providers"]["fused-triton"]
+    assert r["rel_err"] < 1e-5 and r["status"] == "error" and "unexpected backend" in r["message"]
