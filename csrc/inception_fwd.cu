@@ -89,6 +89,7 @@ cudaError_t launch_t(const InceptionParams& p, int dtype_index, cudaStream_t str
   a.soc = p.out_stride[1];
   a.soh = p.out_stride[2];
   a.sow = p.out_stride[3];
+  kernel::set_vector_flags(a);
 
   const int64_t tiles = static_cast<int64_t>((p.h + kTH - 1) / kTH) * ((p.w + kTW - 1) / kTW);
   auto blocks = [](int c) { return static_cast<int64_t>((c + kBN - 1) / kBN); };

@@ -34,6 +34,11 @@
 #define FUSED_INCEPTION_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
 #endif
 
+// Checks a 16-byte vector access is aligned (the host emulation makes this an assertion).
+#ifndef FUSED_INCEPTION_ASSERT_ALIGNED16
+#define FUSED_INCEPTION_ASSERT_ALIGNED16(ptr) ((void)0)
+#endif
+
 namespace fused_inception {
 namespace kernel {
 
@@ -60,6 +65,18 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 template <typename T> __device__ __forceinline__ T zero_v() { return from_f<T>(0.0f); }
+
+// 16-byte vector load/store (callers guarantee the alignment).
+template <typename T>
+__device__ __forceinline__ uint4 ld16(const T* p) {
+  FUSED_INCEPTION_ASSERT_ALIGNED16(p);
+  return *reinterpret_cast<const uint4*>(p);
+}
+template <typename T>
+__device__ __forceinline__ void st16(T* p, uint4 v) {
+  FUSED_INCEPTION_ASSERT_ALIGNED16(p);
+  *reinterpret_cast<uint4*>(p) = v;
+}
 
 // torch.relu semantics: NaN stays NaN (fmaxf(NaN, 0) would give 0).
 __device__ __forceinline__ float relu_nan(float v, bool relu) { return (relu && v < 0.0f) ? 0.0f : v; }
@@ -209,7 +226,20 @@ struct Args {
   bool relu;
   int64_t sxn, sxc, sxh, sxw;
   int64_t son, soc, soh, sow;
+  // 16-byte vector paths (set by set_vector_flags): x / out channels_last with every pixel's
+  // channel run 16-byte aligned; the weight base pointers 16-byte aligned.
+  bool x_vec, out_vec, w_vec;
 };
+
+// Host side: which vector paths the layout of x, out and the weights allows.
+template <typename T>
+inline void set_vector_flags(Args<T>& a) {
+  constexpr int64_t V = 16 / sizeof(T);
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  a.x_vec = a.sxc == 1 && a.sxn % V == 0 && a.sxh % V == 0 && a.sxw % V == 0 && aligned(a.x);
+  a.out_vec = a.soc == 1 && a.son % V == 0 && a.soh % V == 0 && a.sow % V == 0 && aligned(a.out);
+  a.w_vec = aligned(a.w_in) && aligned(a.w3) && aligned(a.w5) && aligned(a.wp);
+}
 
 // A[m][k] = x[k0 + k, pixel m] for one 64-pixel row block, 0 for masked rows / channels >= cin.
 // Pixel m of the block is (oh0 + m / row_w, ow0 + m % row_w) for m < rows, masked otherwise;
@@ -218,6 +248,26 @@ struct Args {
 template <typename T, bool POOL>
 __device__ __forceinline__ void load_x_tile(T* As, const T* __restrict__ x_img, const Args<T>& a, int k0,
                                             int oh0, int ow0, int row_w, int first, int rows) {
+  constexpr int kVec = Smem<T>::kVec, kVecs = kBK / kVec;  // vectors per A row
+  if (!POOL && a.x_vec) {
+    // channels_last, aligned: one 16-byte load per (pixel, kVec channels); k0 is a multiple of kVec.
+    for (int e = threadIdx.x; e < kBM * kVecs; e += kThreads) {
+      const int m = e / kVecs, v = e % kVecs;
+      const int p = first + m;
+      const int gh = oh0 + p / row_w, gw = ow0 + p % row_w;
+      const int c = k0 + v * kVec;
+      const bool pix_ok = p < rows && gh >= 0 && gh < a.h && gw >= 0 && gw < a.w;
+      T* dst = As + m * Smem<T>::lda + v * kVec;
+      const T* src = x_img + c + gh * a.sxh + gw * a.sxw;
+      if (pix_ok && c + kVec <= a.cin) {
+        st16(dst, ld16(src));
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) dst[i] = (pix_ok && c + i < a.cin) ? src[i] : zero_v<T>();
+      }
+    }
+    return;
+  }
   const bool cfast = a.sxc == 1;  // channels_last: consecutive threads read consecutive channels
   for (int e = threadIdx.x; e < kBM * kBK; e += kThreads) {
     int m, k;
@@ -259,9 +309,26 @@ __device__ __forceinline__ void load_x_tile(T* As, const T* __restrict__ x_img, 
 }
 
 // B[k][j] = w[(k0 + k) * ldw + col0 + j] for j < ncols, 0 outside [0, krows) x [0, col_end).
+// vec: w is 16-byte aligned (then rows are too when ldw and col0 are multiples of the vector).
 template <typename T, int NCOLS>
 __device__ __forceinline__ void load_w_tile(T* Bs, const T* __restrict__ w, int ldw, int k0, int krows,
-                                            int col0, int col_end) {
+                                            int col0, int col_end, bool vec) {
+  constexpr int kVec = Smem<T>::kVec, kVecs = NCOLS / kVec;  // vectors per B row
+  if (vec && ldw % kVec == 0 && col0 % kVec == 0) {
+    for (int e = threadIdx.x; e < kBK * kVecs; e += kThreads) {
+      const int k = e / kVecs, v = e % kVecs;
+      const int r = k0 + k, c = col0 + v * kVec;
+      T* dst = Bs + k * Smem<T>::ldb + v * kVec;
+      const T* src = w + static_cast<int64_t>(r) * ldw + c;
+      if (r < krows && c + kVec <= col_end) {
+        st16(dst, ld16(src));
+      } else {
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) dst[i] = (r < krows && c + i < col_end) ? src[i] : zero_v<T>();
+      }
+    }
+    return;
+  }
   for (int e = threadIdx.x; e < kBK * NCOLS; e += kThreads) {
     const int k = e / NCOLS, j = e % NCOLS;
     const int r = k0 + k, c = col0 + j;
@@ -274,6 +341,29 @@ template <typename T>
 __device__ __forceinline__ void store_out(const float* Cs, T* __restrict__ out_img, const Args<T>& a,
                                           const float* __restrict__ bias, int c0, int cout, int c_off,
                                           int oh0, int ow0) {
+  constexpr int kVec = Smem<T>::kVec, kVecs = kBN / kVec;  // vectors per output row
+  if (a.out_vec && (c_off + c0) % kVec == 0) {
+    // channels_last, aligned: one 16-byte store per (pixel, kVec channels).
+    for (int e = threadIdx.x; e < kBM * kVecs; e += kThreads) {
+      const int m = e / kVecs, v = e % kVecs;
+      const int gh = oh0 + m / kTW, gw = ow0 + m % kTW, c = c0 + v * kVec;
+      if (gh >= a.h || gw >= a.w || c >= cout) continue;
+      T* dst = out_img + (c_off + c) + gh * a.soh + gw * a.sow;
+      const float* src = Cs + m * Smem<T>::ldc + v * kVec;
+      if (c + kVec <= cout) {
+        union {
+          uint4 u;
+          T t[kVec];
+        } pack;
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) pack.t[i] = from_f<T>(relu_nan(src[i] + bias[c + i], a.relu));
+        st16(dst, pack.u);
+      } else {
+        for (int i = 0; c + i < cout; ++i) dst[i] = from_f<T>(relu_nan(src[i] + bias[c + i], a.relu));
+      }
+    }
+    return;
+  }
   const bool cfast = a.soc == 1;
   for (int e = threadIdx.x; e < kBM * kBN; e += kThreads) {
     int m, j;
@@ -302,7 +392,7 @@ __device__ void pointwise_item(const Args<T>& a, T* As, T* Bs, float* Cs, const 
   for (int k0 = 0; k0 < a.cin; k0 += kBK) {
     __syncthreads();  // everyone is done reading As/Bs (previous chunk or item)
     load_x_tile<T, POOL>(As, x_img, a, k0, oh0, ow0, kTW, 0, kBM);
-    load_w_tile<T, kBN>(Bs, w, ldw, k0, a.cin, c0, cout);
+    load_w_tile<T, kBN>(Bs, w, ldw, k0, a.cin, c0, cout, a.w_vec);
     __syncthreads();
     acc.mma(As, Bs);
   }
@@ -332,7 +422,7 @@ __device__ void kxk_item(const Args<T>& a, T* As, T* Bs, float* Cs, T* Hs, const
       for (int k0 = 0; k0 < a.cin; k0 += kBK) {
         __syncthreads();  // As/Bs free (previous chunk, tap or item)
         load_x_tile<T, false>(As, x_img, a, k0, oh0 - pad, ow0 - pad, halo_w, hc, halo_pix);
-        load_w_tile<T, kBR>(Bs, a.w_in, w_ld, k0, a.cin, red_col + r0, red_col + cred);
+        load_w_tile<T, kBR>(Bs, a.w_in, w_ld, k0, a.cin, red_col + r0, red_col + cred, a.w_vec);
         __syncthreads();
         racc.mma(As, Bs);
       }
@@ -359,10 +449,9 @@ __device__ void kxk_item(const Args<T>& a, T* As, T* Bs, float* Cs, T* Hs, const
       for (int e = threadIdx.x; e < kBM * (kBR / kVec); e += kThreads) {
         const int m = e / (kBR / kVec), v = e % (kBR / kVec);
         const int p = (m / kTW + dy) * halo_w + (m % kTW + dx);
-        *reinterpret_cast<uint4*>(As + m * Smem<T>::lda + v * kVec) =
-            *reinterpret_cast<const uint4*>(Hs + p * Smem<T>::ldh + v * kVec);
+        st16(As + m * Smem<T>::lda + v * kVec, ld16(Hs + p * Smem<T>::ldh + v * kVec));
       }
-      load_w_tile<T, kBN>(Bs, wk + static_cast<int64_t>(tap) * cred * cout, cout, r0, cred, c0, cout);
+      load_w_tile<T, kBN>(Bs, wk + static_cast<int64_t>(tap) * cred * cout, cout, r0, cred, c0, cout, a.w_vec);
       __syncthreads();
       acc.mma(As, Bs);
     }

@@ -145,6 +145,8 @@ inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, 
 #define __CUDA_ARCH__ EMU_ARCH
 #define __launch_bounds__(...)
 #define FUSED_INCEPTION_DYNAMIC_SMEM(name) unsigned char* name = g_smem
+#define FUSED_INCEPTION_ASSERT_ALIGNED16(ptr) \
+  ((reinterpret_cast<uintptr_t>(ptr) % 16 == 0) ? (void)0 : emu_fail("misaligned 16-byte vector access"))
 #include "../inception_kernel.cuh"
 #undef __CUDA_ARCH__
 
@@ -167,29 +169,37 @@ void fiber_main() {
   makecontext(&f.ctx, entry, 0);
 }
 
-// A buffer whose last byte is followed by a PROT_NONE page: reading or writing past the end faults.
+// A buffer that starts 64-byte aligned (like torch's allocations) and ends less than 64 bytes
+// before a PROT_NONE page: reading or writing past that faults. The slack in between is filled
+// with 0xFF (NaN in every dtype, so reading it shows in the output) and must stay untouched.
 class Guarded {
  public:
-  explicit Guarded(const std::vector<unsigned char>& data) {
+  explicit Guarded(const std::vector<unsigned char>& data) : size_(data.size()) {
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    const size_t body = (data.size() + page - 1) / page * page;
+    const size_t body = (size_ + 64 + page - 1) / page * page;
     len_ = body + page;
     base_ = static_cast<unsigned char*>(mmap(nullptr, len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (base_ == MAP_FAILED) emu_fail("mmap failed");
     if (mprotect(base_ + body, page, PROT_NONE) != 0) emu_fail("mprotect failed");
-    ptr_ = base_ + body - data.size();
-    std::memcpy(ptr_, data.data(), data.size());
-    size_ = data.size();
+    end_ = base_ + body;
+    ptr_ = base_ + ((body - size_) & ~static_cast<size_t>(63));
+    std::memcpy(ptr_, data.data(), size_);
+    std::memset(ptr_ + size_, 0xFF, static_cast<size_t>(end_ - (ptr_ + size_)));
   }
   ~Guarded() { munmap(base_, len_); }
   Guarded(const Guarded&) = delete;
   Guarded& operator=(const Guarded&) = delete;
   unsigned char* data() const { return ptr_; }
-  std::vector<unsigned char> bytes() const { return std::vector<unsigned char>(ptr_, ptr_ + size_); }
+  std::vector<unsigned char> bytes() const {
+    for (const unsigned char* p = ptr_ + size_; p < end_; ++p)
+      if (*p != 0xFF) emu_fail("a write past the end of a buffer");
+    return std::vector<unsigned char>(ptr_, ptr_ + size_);
+  }
 
  private:
   unsigned char* base_ = nullptr;
   unsigned char* ptr_ = nullptr;
+  unsigned char* end_ = nullptr;
   size_t len_ = 0, size_ = 0;
 };
 
@@ -253,6 +263,9 @@ int run(const std::string& dir, char** v) {
   a.b5 = reinterpret_cast<const float*>(w[5]->data());
   a.wp = reinterpret_cast<const T*>(w[6]->data());
   a.bp = reinterpret_cast<const float*>(w[7]->data());
+  set_vector_flags(a);
+  if (std::getenv("EMU_NO_VECTOR") != nullptr) a.x_vec = a.out_vec = a.w_vec = false;
+  std::fprintf(stderr, "vector paths: x %d, out %d, weights %d\n", a.x_vec, a.out_vec, a.w_vec);
 
   const size_t smem = Smem<T>::bytes(a.k3 > a.k5 ? a.k3 : a.k5);
   std::unique_ptr<unsigned char, decltype(&std::free)> buf(
