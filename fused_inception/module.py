@@ -19,6 +19,7 @@ __all__ = ["FusedInception", "BACKENDS", "FUSED_DTYPES", "pack_weights_different
 
 BACKENDS = ("auto", "reference", "triton", "cuda")
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_PACK_DTYPES = (*FUSED_DTYPES, torch.float64)
 ENV_BACKEND = "FUSED_INCEPTION_BACKEND"
 
 
@@ -63,6 +64,11 @@ def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dty
     w_in = torch.cat([gemm(w1)[0], gemm(wr3)[0], gemm(wr5)[0]], 1).contiguous()
     return PackedWeights(w_in, torch.cat([b1, br3, br5]).contiguous(), gemm(w3), b3.contiguous(),
                          gemm(w5), b5.contiguous(), gemm(wp)[0].contiguous(), bp.contiguous())
+
+
+def _functorch_active() -> bool:
+    """True inside a torch.func transform (grad, vmap, jacrev, ...)."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 _PER_UNIT = 6  # weight, bias, bn_weight, bn_bias, bn_mean, bn_var
@@ -117,6 +123,13 @@ class FusedInception(nn.Module):
     ``backend``: ``"auto"`` (fastest available for the input's device; overridden by the
     ``FUSED_INCEPTION_BACKEND`` environment variable), ``"reference"`` (PyTorch ops), ``"triton"``
     or ``"cuda"``. After each forward ``last_backend`` names the backend that actually ran.
+    The reference path runs whenever the fused one cannot give PyTorch's semantics: BatchNorm in
+    training mode (batch statistics, running-stat updates by the BatchNorm modules themselves) and
+    inside ``torch.func`` transforms.
+
+    Training: gradients reach ``x`` and every parameter (BatchNorm's affine ones through the
+    folding); the backward recomputes the block from ``x``, the only activation it keeps.
+    ``torch.compile(fullgraph=True)``, CUDA graphs and DDP work; see README.
     """
 
     last_backend: str | None
@@ -202,6 +215,12 @@ class FusedInception(nn.Module):
             requested = _check_backend(os.environ.get(ENV_BACKEND) or "auto", ENV_BACKEND)
         if self._bn_uses_batch_stats():
             return "reference"  # BatchNorm in training mode needs batch statistics
+        if not torch.compiler.is_compiling() and _functorch_active():
+            # PyTorch cannot run custom ops with registered autograd under torch.func transforms.
+            if requested in ("triton", "cuda"):
+                raise RuntimeError(f"backend={requested!r} cannot run inside a torch.func transform "
+                                   "(grad, vmap, jacrev, ...); use backend='auto' or 'reference'")
+            return "reference"
         if requested == "auto":
             if x.dtype not in FUSED_DTYPES:
                 return "reference"
@@ -233,13 +252,19 @@ class FusedInception(nn.Module):
 
     def packed_weights(self, dtype: torch.dtype) -> PackedWeights:
         """Folded, GEMM-laid-out weights for ``dtype`` (no autograd graph); rebuilt when any
-        parameter or buffer changes (in place, by ``load_state_dict`` or by ``.to()``)."""
+        parameter or buffer changes (in place, by ``load_state_dict`` or by ``.to()``).
+
+        Changes made through ``.data`` bypass the version counter and are not seen.
+        """
+        if dtype not in _PACK_DTYPES:
+            raise TypeError(f"packed_weights: dtype must be one of {_PACK_DTYPES}, got {dtype}")
         tensors = [t for t in self._raw_tensors() if t is not None]
         key = (dtype, tensors[0].device, *((t.data_ptr(), t._version) for t in tensors))
         cache = self._packed_cache  # read once: another thread may swap it
         if cache is not None and cache[0] == key:
             return cache[1]
-        packed = pack_weights(self._parts.tensors(), dtype)
+        with torch.inference_mode(False):  # normal tensors, usable by autograd after inference_mode
+            packed = pack_weights(self._parts.tensors(), dtype)
         self._packed_cache = (key, packed, tuple(t.detach() for t in tensors))
         return packed
 
