@@ -674,10 +674,16 @@ def nvidia_smi_query() -> dict | None:
     if shutil.which("nvidia-smi") is None:
         return None
     text = _run(["nvidia-smi", f"--query-gpu={','.join(NVSMI_FIELDS)}", "--format=csv,noheader"])
-    if not text:
-        return None
-    gpus = [dict(zip(NVSMI_FIELDS, (v.strip() for v in line.split(",")))) for line in text.splitlines()]
-    return {"gpus": gpus}
+    if text:
+        return {"gpus": [dict(zip(NVSMI_FIELDS, (v.strip() for v in line.split(",")))) for line in text.splitlines()]}
+    # One field this driver does not know fails the whole query: ask field by field.
+    gpus: list[dict] = []
+    for f in NVSMI_FIELDS:
+        for i, v in enumerate((_run(["nvidia-smi", f"--query-gpu={f}", "--format=csv,noheader"]) or "").splitlines()):
+            while len(gpus) <= i:
+                gpus.append({})
+            gpus[i][f] = v.strip()
+    return {"gpus": gpus} if gpus else None
 
 
 def environment() -> dict:

@@ -320,3 +320,15 @@ def test_a_silent_backend_fallback_is_an_error(monkeypatch):
     case = bb.Runner(fi, args, cuda=False).run_case("3a", 1, "fp32", "nchw", C.Progress(1, enabled=False))
     r = case["providers"]["fused-triton"]
     assert r["rel_err"] < 1e-5 and r["status"] == "error" and "unexpected backend" in r["message"]
+
+
+def test_nvidia_smi_query_falls_back_to_one_field_at_a_time(monkeypatch, tmp_path):
+    """A driver that rejects one field must not lose the others (the query is read-only)."""
+    C = bench_module("_common")
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\ncase "$1" in *clocks.max.mem*,*|*,*clocks.max.mem*) echo "bad field" >&2; exit 2;;\n'
+                    '  *clocks.max.mem*) exit 2;;\n  *name*) echo "Fake GPU";;\n  *) echo "42";;\nesac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    (gpu,) = C.nvidia_smi_query()["gpus"]
+    assert gpu["name"] == "Fake GPU" and gpu["clocks.sm"] == "42" and "clocks.max.mem" not in gpu
