@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +111,7 @@ def _build_jit() -> ModuleType:
         raise RuntimeError("this torch build has no CUDA support")
     if _nvcc() is None:
         raise RuntimeError("no CUDA toolkit found: put nvcc on PATH or set CUDA_HOME")
+    from torch.utils.cpp_extension import get_default_build_root, is_ninja_available
     from torch.utils.cpp_extension import load as cpp_load
 
     # torch rebuilds when the listed sources or the flags change; the hash of every file in csrc/
@@ -118,11 +121,47 @@ def _build_jit() -> ModuleType:
         if f.is_file() and f.suffix in (".cu", ".cuh", ".h", ".cpp"):
             digest.update(f.name.encode() + b"\0" + f.read_bytes())
     tag = f"-DFUSED_INCEPTION_SRC_HASH={digest.hexdigest()[:16]}"
+    sources = [str(src / s) for s in _SOURCES]
+    cxx_flags, nvcc_flags = ["-O3", tag], ["-O3", "-lineinfo", tag]
     _logger.warning("fused_inception: building the CUDA extension just in time (first use, about a minute; "
-                    "cached in torch's extensions directory, see TORCH_EXTENSIONS_DIR)")
-    return cpp_load(name=_JIT_NAME, sources=[str(src / s) for s in _SOURCES],
-                    extra_cflags=["-O3", tag], extra_cuda_cflags=["-O3", "-lineinfo", tag],
-                    extra_include_paths=[str(src)], verbose=False)
+                    "cached in %s)", get_default_build_root())
+    if is_ninja_available():
+        return cpp_load(name=_JIT_NAME, sources=sources, extra_cflags=cxx_flags, extra_cuda_cflags=nvcc_flags,
+                        extra_include_paths=[str(src)], verbose=False)
+    # torch's load() needs ninja; without it, setuptools' own compiler driver builds the same thing.
+    key = hashlib.sha256(f"{digest.hexdigest()} {torch.__version__} {os.environ.get('TORCH_CUDA_ARCH_LIST')} "
+                         f"{tuple(sys.version_info[:2])}".encode()).hexdigest()[:16]
+    out = Path(get_default_build_root()) / f"{_JIT_NAME}_setuptools_{key}"
+    return setuptools_build(_JIT_NAME, sources, [str(src)], cxx_flags, nvcc_flags, out, cuda=True)
+
+
+def setuptools_build(name: str, sources: list[str], include_dirs: list[str], cxx_flags: list[str],
+                     nvcc_flags: list[str], out: Path, cuda: bool = True) -> ModuleType:
+    """Builds (unless ``out`` already holds it) and imports a torch extension with setuptools,
+    without ninja, in a subprocess (setuptools' ``setup()`` is not meant to run in-process)."""
+    def built() -> Path | None:
+        hits = [out / f"{name}{sfx}" for sfx in importlib.machinery.EXTENSION_SUFFIXES]
+        return next((h for h in hits if h.is_file()), None)
+
+    if built() is None:
+        out.mkdir(parents=True, exist_ok=True)
+        kind = "CUDAExtension" if cuda else "CppExtension"
+        args = {"cxx": cxx_flags, "nvcc": nvcc_flags} if cuda else {"cxx": cxx_flags}
+        script = (
+            "from setuptools import setup\n"
+            f"from torch.utils.cpp_extension import BuildExtension, {kind}\n"
+            f"setup(name={name!r}, ext_modules=[{kind}({name!r}, sources={sources!r}, "
+            f"include_dirs={include_dirs!r}, extra_compile_args={args!r})], "
+            "cmdclass={'build_ext': BuildExtension.with_options(use_ninja=False)}, "
+            f"script_args=['build_ext', '--build-lib', {str(out)!r}, '--build-temp', {str(out / 'tmp')!r}])\n"
+        )
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=out)
+        if r.returncode != 0 or built() is None:
+            raise RuntimeError(f"setuptools build of {name} failed:\n{(r.stdout + r.stderr)[-4000:]}")
+    spec = importlib.util.spec_from_file_location(name, built())
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load() -> ModuleType:

@@ -334,6 +334,22 @@ def test_failed_load_names_versions_and_is_remembered(monkeypatch):
     assert str(second.value) == str(first.value)
 
 
+@pytest.mark.skipif(CXX is None, reason="needs a C++ compiler")
+def test_setuptools_fallback_builds_and_caches(tmp_path):
+    # The just-in-time path without ninja (torch's load() requires it) goes through setuptools;
+    # checked here with a tiny C++ extension (the CUDA one needs a CUDA build of torch).
+    src = tmp_path / "tiny.cpp"
+    src.write_text("#include <pybind11/pybind11.h>\n"
+                   "PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def(\"add\", [](int a, int b) { return a + b; }); }\n")
+    out = tmp_path / "build"
+    mod = cuda_ext.setuptools_build("fi_tiny_ext", [str(src)], [], ["-O0"], [], out, cuda=False)
+    assert mod.add(2, 3) == 5
+    src.write_text("this is not C++")  # a second call imports the cached build, no recompilation
+    assert cuda_ext.setuptools_build("fi_tiny_ext", [str(src)], [], ["-O0"], [], out, cuda=False).add(1, 1) == 2
+    with pytest.raises(RuntimeError, match="setuptools build of fi_broken failed"):
+        cuda_ext.setuptools_build("fi_broken", [str(src)], [], [], [], tmp_path / "broken", cuda=False)
+
+
 @pytest.mark.skipif(CUDA, reason="CPU-only check")
 def test_not_available_without_a_cuda_device():
     assert cuda_ext.available() is False
