@@ -27,7 +27,7 @@ import torch
 from .packing import PackedWeights
 from .spec import InceptionSpec
 
-__all__ = ["available", "load", "load_error", "source_dir", "inception_forward_cuda"]
+__all__ = ["available", "load", "load_error", "source_dir", "versions", "setuptools_build", "inception_forward_cuda"]
 
 _logger = logging.getLogger("fused_inception")
 _lock = threading.Lock()
@@ -189,7 +189,8 @@ def inception_forward_cuda(x: torch.Tensor, packed: PackedWeights, spec: Incepti
     """Run the fused block on CUDA tensor ``x`` (N, Cin, H, W; any strides) in one launch.
 
     Returns (N, Cout, H, W) in ``x.dtype``, channels_last if ``x`` is, else contiguous; or writes
-    into ``out`` (any non-overlapping dense layout) and returns it.
+    into ``out`` (any strides without self-overlap, e.g. a channel slice of a larger tensor) and
+    returns it.
     """
     ext = load()
     # The kernel reads weights densely and biases in fp32: both hold for pack_weights' output (no
