@@ -127,7 +127,8 @@ def test_differentiable_folding_equals_pack_weights(variant, dt):
 
 def test_op_gradcheck_fp64():
     """The op's autograd formula (recompute + vjp) against finite differences, w.r.t. x and every
-    packed tensor (impl="reference": the op's semantics in PyTorch ops, in float64)."""
+    packed tensor (impl="reference": the op's semantics in PyTorch ops, in float64); and the
+    backward's own derivative (double backward)."""
     block = make_block(PAPER, dtype=torch.float64)
     x = make_input(1, 4, 3, 3, dtype=torch.float64).requires_grad_()
     packed = [t.detach().double().requires_grad_() for t in block.packed_weights(torch.float64)]
@@ -137,6 +138,7 @@ def test_op_gradcheck_fp64():
         return inception_forward(x, *p, list(s.channels), s.k3, s.k5, s.relu, "reference")
 
     assert torch.autograd.gradcheck(f, (x, *packed))
+    assert torch.autograd.gradgradcheck(f, (x, *packed), fast_mode=True)  # the backward is differentiable
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
