@@ -132,6 +132,7 @@ def test_ddp_gradients_match_unconverted(ddp_results, variant, mode):
     _check_gradients(ddp_results[1], variant, mode, "cpu", 1e-5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < WORLD,
                     reason="needs two CUDA devices")
 @pytest.mark.skipif(not dist.is_available() or not dist.is_nccl_available(), reason="needs NCCL")

@@ -36,6 +36,12 @@ from .helpers import (
     tolerance,
 )
 
+
+def gpu(f):
+    """A GPU test: selected by `-m gpu`, skipped without CUDA."""
+    return pytest.mark.gpu(requires_cuda(f))
+
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LAYOUTS = ("nchw", "channels_last")
 # Tiny blocks: the torchvision variant (BN, 3x3 "5x5") and the paper's (bias, no BN, true 5x5).
@@ -570,7 +576,7 @@ def _default_tiles(monkeypatch):
     monkeypatch.setenv("FUSED_INCEPTION_AUTOTUNE", "0")
 
 
-@requires_cuda
+@gpu
 @pytest.mark.parametrize("dt", list(DTYPES))
 def test_cuda_graph_capture_and_replay(dt):
     dtype = DTYPES[dt]
@@ -593,7 +599,7 @@ def test_cuda_graph_capture_and_replay(dt):
         assert rel_err(static_out, oracle(block, x)) < tolerance(dtype, "cuda")
 
 
-@requires_cuda
+@gpu
 def test_compile_reduce_overhead():
     torch._dynamo.reset()
     block = make_block(CUDA_SPEC, dtype=torch.float16, device="cuda")
@@ -613,7 +619,7 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
-@requires_cuda
+@gpu
 @pytest.mark.parametrize("variant", ["torchvision", "paper"])
 def test_compile_googlenet_cuda(variant, no_tf32):
     """Inductor, fullgraph, dynamic batch, full fp32 (TF32 off, so the check can be tight)."""
@@ -629,7 +635,7 @@ def test_compile_googlenet_cuda(variant, no_tf32):
     assert {m.last_backend for m in fused.modules() if isinstance(m, FusedInception)} == {"triton"}
 
 
-@requires_cuda
+@gpu
 @pytest.mark.parametrize("dt", list(DTYPES))
 @pytest.mark.parametrize("variant", ["torchvision", "paper"])
 def test_cuda_grads_match_reference(variant, dt):
@@ -656,7 +662,7 @@ def test_cuda_grads_match_reference(variant, dt):
         assert rel_err(fused_g, ref_g) < bound, (name, rel_err(fused_g, ref_g), rel_err(plain_g, ref_g))
 
 
-@requires_cuda
+@gpu
 def test_launches_on_the_current_stream():
     """The side stream sleeps, then writes x: a kernel launched on any other stream would read
     the stale (zero) input."""
@@ -675,6 +681,7 @@ def test_launches_on_the_current_stream():
     assert rel_err(out, oracle(block, src)) < 3e-3
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_runs_on_a_non_default_device():
     block = make_block(CUDA_SPEC, device="cuda:1")
