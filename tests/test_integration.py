@@ -601,14 +601,19 @@ def test_cuda_graph_capture_and_replay(dt):
 
 @gpu
 def test_compile_reduce_overhead():
+    """Inductor's CUDA graphs (not skipped: the fused op is capture-safe), replayed on new inputs."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     block = make_block(CUDA_SPEC, dtype=torch.float16, device="cuda")
     compiled = torch.compile(block, mode="reduce-overhead", fullgraph=True)
     with torch.no_grad():
         for _ in range(4):  # warm-up runs, then recorded and replayed CUDA graphs
             x = make_input(2, 64, 14, 14, dtype=torch.float16, device="cuda")
             out = compiled(x).clone()
-            assert rel_err(out, oracle(block, x)) < 3e-3
+            assert rel_err(out, oracle(block, x)) < tolerance(torch.float16, "cuda")
+    assert counters["inductor"]["cudagraph_skips"] == 0
 
 
 @pytest.fixture
@@ -678,7 +683,7 @@ def test_launches_on_the_current_stream():
             x.copy_(src)
             out = block(x)
         side.synchronize()
-    assert rel_err(out, oracle(block, src)) < 3e-3
+    assert rel_err(out, oracle(block, src)) < tolerance(torch.float32, "cuda")
 
 
 @pytest.mark.gpu
@@ -690,7 +695,7 @@ def test_runs_on_a_non_default_device():
     with torch.no_grad():
         out = block(x)
     assert out.device == torch.device("cuda:1") and block.last_backend == "triton"
-    assert rel_err(out, oracle(block, x)) < 3e-3
+    assert rel_err(out, oracle(block, x)) < tolerance(torch.float32, "cuda")
     xg = x.clone().requires_grad_()
     block(xg).sum().backward()
     assert xg.grad.device == x.device
