@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cuda_ext
 from .kernels.triton_inception import interpreting
 from .ops import inception_forward
-from .packing import PackedWeights, pack_weights
+from .packing import PackedWeights, pack_weights, pack_weights_differentiable
 from .reference import UnitTensors, build_branches
 from .spec import InceptionSpec
 from .structure import InceptionParts, parse_inception
@@ -21,49 +23,14 @@ BACKENDS = ("auto", "reference", "triton", "cuda")
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _PACK_DTYPES = (*FUSED_DTYPES, torch.float64)
 ENV_BACKEND = "FUSED_INCEPTION_BACKEND"
+# "auto" on CUDA runs Triton until a benchmark shows the CUDA extension faster somewhere.
+AUTO_PREFERS_CUDA = False
 
 
 def _check_backend(name: object, where: str) -> str:
     if name not in BACKENDS:
         raise ValueError(f"{where} must be one of {BACKENDS}, got {name!r}")
     return name  # type: ignore[return-value]
-
-
-def _fold(u: UnitTensors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of one unit with its BatchNorm folded in, in fp32 (fp64 for a float64 target):
-    the arithmetic of ``torch.nn.utils.fusion.fuse_conv_bn_weights`` (same order, so the same bits
-    in eager), written out because that function returns new leaf ``nn.Parameter``s, which cut the
-    autograd graph and which Dynamo will not construct."""
-    fdt = torch.float64 if dtype == torch.float64 else torch.float32
-    w = u.weight.to(fdt)
-    b = u.bias.to(fdt) if u.bias is not None else None
-    if u.has_bn:
-        mean = u.bn_mean.to(fdt)
-        if b is None:
-            b = torch.zeros_like(mean)
-        bn_w = u.bn_weight.to(fdt) if u.bn_weight is not None else torch.ones_like(mean)
-        bn_b = u.bn_bias.to(fdt) if u.bn_bias is not None else torch.zeros_like(mean)
-        rsqrt = torch.rsqrt(u.bn_var.to(fdt) + u.bn_eps)
-        w = w * (bn_w * rsqrt).reshape(-1, 1, 1, 1)
-        b = (b - mean) * rsqrt * bn_w + bn_b
-    if b is None:
-        b = w.new_zeros(w.shape[0])
-    return w, b
-
-
-def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
-    """``packing.pack_weights`` (same layout, same values) as a differentiable, traceable function of
-    the raw tensors: the packing used under ``torch.compile`` and by the backward of ``_Repack``.
-    For a float64 target the folding and biases are float64 too (``gradcheck``)."""
-    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = (_fold(u, dtype) for u in units)
-
-    def gemm(w: torch.Tensor) -> torch.Tensor:  # [Cout, Cin, K, K] -> [K*K, Cin, Cout]
-        k = w.shape[-1]
-        return w.permute(2, 3, 1, 0).reshape(k * k, w.shape[1], w.shape[0]).to(dtype).contiguous()
-
-    w_in = torch.cat([gemm(w1)[0], gemm(wr3)[0], gemm(wr5)[0]], 1).contiguous()
-    return PackedWeights(w_in, torch.cat([b1, br3, br5]).contiguous(), gemm(w3), b3.contiguous(),
-                         gemm(w5), b5.contiguous(), gemm(wp)[0].contiguous(), bp.contiguous())
 
 
 def _functorch_active() -> bool:
@@ -224,6 +191,14 @@ class FusedInception(nn.Module):
         if requested == "auto":
             if x.dtype not in FUSED_DTYPES:
                 return "reference"
+            if x.is_cuda and AUTO_PREFERS_CUDA and cuda_ext.available():
+                try:
+                    if not torch.compiler.is_compiling():
+                        cuda_ext.load()
+                    return "cuda"
+                except RuntimeError as exc:  # remembered by cuda_ext: warns once, then Triton
+                    warnings.warn(f"fused_inception: backend='auto' falls back to Triton: {exc}",
+                                  RuntimeWarning, stacklevel=3)
             if x.is_cuda or (x.device.type == "cpu" and interpreting()):
                 return "triton"
             return "reference"
@@ -235,6 +210,8 @@ class FusedInception(nn.Module):
                                    "tensors set TRITON_INTERPRET=1 before importing fused_inception")
             if requested == "cuda" and not x.is_cuda:
                 raise RuntimeError(f"backend='cuda' needs a CUDA tensor, got one on {x.device}")
+            if requested == "cuda" and not torch.compiler.is_compiling():
+                cuda_ext.load()  # imports or builds on first use; a failure names torch/CUDA/compiler versions
         return requested
 
     # -- weights ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 from .reference import UnitTensors
 from .spec import InceptionSpec
 
-__all__ = ["PackedWeights", "pack_weights", "packed_reference"]
+__all__ = ["PackedWeights", "pack_weights", "pack_weights_differentiable", "packed_reference"]
 
 
 class PackedWeights(NamedTuple):
@@ -35,7 +35,7 @@ class PackedWeights(NamedTuple):
 
 
 def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 (weight, bias) of one unit with its BatchNorm folded in."""
+    """fp32 (weight, bias) of one unit with its BatchNorm folded in (torch.nn.utils.fusion)."""
     w = u.weight.detach().float()
     b = u.bias.detach().float() if u.bias is not None else None
     if u.has_bn:
@@ -48,10 +48,32 @@ def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
     return w, b
 
 
-@torch.no_grad()
-def pack_weights(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
-    """Fold and lay out the six units (1x1, 3x3red, 3x3, 5x5red, 5x5, pool-proj) for ``dtype``."""
-    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = (_fold(u) for u in units)
+def _fold_differentiable(u: UnitTensors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_fold`` as a differentiable, traceable function (fp64 for a float64 target).
+
+    The arithmetic of ``fuse_conv_bn_weights`` in the same order (the same bits in eager), written
+    out because that function returns new leaf ``nn.Parameter``s, which cut the autograd graph and
+    which Dynamo will not construct.
+    """
+    fdt = torch.float64 if dtype == torch.float64 else torch.float32
+    w = u.weight.to(fdt)
+    b = u.bias.to(fdt) if u.bias is not None else None
+    if u.has_bn:
+        mean = u.bn_mean.to(fdt)
+        if b is None:
+            b = torch.zeros_like(mean)
+        bn_w = u.bn_weight.to(fdt) if u.bn_weight is not None else torch.ones_like(mean)
+        bn_b = u.bn_bias.to(fdt) if u.bn_bias is not None else torch.zeros_like(mean)
+        rsqrt = torch.rsqrt(u.bn_var.to(fdt) + u.bn_eps)
+        w = w * (bn_w * rsqrt).reshape(-1, 1, 1, 1)
+        b = (b - mean) * rsqrt * bn_w + bn_b
+    if b is None:
+        b = w.new_zeros(w.shape[0])
+    return w, b
+
+
+def _layout(folded: list[tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype) -> PackedWeights:
+    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = folded
 
     def gemm(w: torch.Tensor) -> torch.Tensor:  # [Cout, Cin, K, K] -> [K*K, Cin, Cout]
         k = w.shape[-1]
@@ -60,6 +82,18 @@ def pack_weights(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWe
     w_in = torch.cat([gemm(w1)[0], gemm(wr3)[0], gemm(wr5)[0]], 1).contiguous()
     return PackedWeights(w_in, torch.cat([b1, br3, br5]).contiguous(), gemm(w3), b3.contiguous(),
                          gemm(w5), b5.contiguous(), gemm(wp)[0].contiguous(), bp.contiguous())
+
+
+@torch.no_grad()
+def pack_weights(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
+    """Fold and lay out the six units (1x1, 3x3red, 3x3, 5x5red, 5x5, pool-proj) for ``dtype``."""
+    return _layout([_fold(u) for u in units], dtype)
+
+
+def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
+    """``pack_weights`` (same layout, same values) as a differentiable, traceable function of the
+    raw tensors: the packing used under ``torch.compile`` and by the backward of the weight cache."""
+    return _layout([_fold_differentiable(u, dtype) for u in units], dtype)
 
 
 def _unpack(w: torch.Tensor) -> torch.Tensor:  # [K*K, Cin, Cout] -> [Cout, Cin, K, K]
