@@ -13,8 +13,8 @@
 # then the benchmarks' headline tables and a table of the steps, printed last.
 #
 # Every step runs under `timeout` and a failing step does not stop the others. The defaults add up
-# to 9 minutes (T_* below; override any, e.g. T_BLOCK=300). Results and the full log go to $OUT
-# when it is set (the device tool brings back at most 8 files: this writes 7), else benchmarks/results.
+# to 9.5 minutes (T_* below; override any, e.g. T_BLOCK=300). Results and the full log go to $OUT
+# when it is set (the device tool brings back at most 8 files: this writes 8), else benchmarks/results.
 # STEPS="block net" runs a subset. Nothing here changes the GPU's settings (clocks, power, modes).
 #
 # Budget choices of the defaults (each overridable through BLOCK_ARGS / NET_ARGS):
@@ -43,7 +43,8 @@ T_MEMCHECK=${T_MEMCHECK:-60}
 T_RACECHECK=${T_RACECHECK:-50}
 T_BLOCK=${T_BLOCK:-150}
 T_NET=${T_NET:-80}
-STEPS=${STEPS:-"env build tests memcheck racecheck block net"}
+T_OVERHEAD=${T_OVERHEAD:-30}
+STEPS=${STEPS:-"env build tests memcheck racecheck block net overhead"}
 BLOCK_ARGS=${BLOCK_ARGS-"--blocks 3a,4e,5b --compile-mode reduce-overhead --warmup 10 --rep 50"}
 NET_ARGS=${NET_ARGS-"--dtype fp16 --extra none --providers eager,eager-graph,fused-triton,fused-triton-graph,fused-cuda --warmup 10 --rep 100"}
 # Start no new benchmark case within ~40 s of the step's timeout, so the table, JSON and PNG get written.
@@ -125,6 +126,7 @@ step racecheck "$T_RACECHECK" "${SAN[@]}" --tool racecheck "$PY" benchmarks/sani
 step block "$T_BLOCK" "$PY" benchmarks/bench_block.py --out "$OUTDIR" --max-minutes "$BLOCK_MINUTES" $BLOCK_ARGS
 # shellcheck disable=SC2086
 step net "$T_NET" "$PY" benchmarks/bench_googlenet.py --out "$OUTDIR" --max-minutes "$NET_MINUTES" $NET_ARGS
+step overhead "$T_OVERHEAD" "$PY" benchmarks/op_overhead.py --iters 500 --out "$OUTDIR/op_overhead.json"
 
 {
     echo
