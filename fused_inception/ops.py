@@ -33,13 +33,12 @@ from __future__ import annotations
 import threading
 
 import torch
-import torch.nn.functional as F
 
 from .kernels.triton_inception import inception_forward_triton, interpreting
 from .packing import PackedWeights, _conv_memory_format, packed_reference
 from .spec import InceptionSpec
 
-__all__ = ["inception_forward", "IMPLS", "block_from_packed"]
+__all__ = ["inception_forward", "IMPLS"]
 
 IMPLS = ("triton", "cuda", "reference")
 
@@ -111,29 +110,6 @@ def _(x, w_in, b_in, w3, b3, w5, b5, wp, bp, channels, k3, k5, relu, impl):
 
 
 # -- autograd ------------------------------------------------------------------------------------
-def _conv_weight(w: torch.Tensor, k: int) -> torch.Tensor:
-    """Packed [K*K, Cin, Cout] (or [Cin, Cout] for K=1) -> Conv2d's [Cout, Cin, K, K]."""
-    return w.reshape(k, k, w.shape[-2], w.shape[-1]).permute(3, 2, 0, 1)
-
-
-def block_from_packed(x: torch.Tensor, packed: PackedWeights, channels: list[int], k3: int, k5: int,
-                      relu: bool) -> torch.Tensor:
-    """The block in PyTorch ops from packed weights, computed in ``x.dtype`` (what the unfused layers
-    would do, e.g. under autocast). Differentiable in ``x`` and every packed tensor: the backward."""
-    c1, c3r = channels[1], channels[2]
-    dt = x.dtype
-
-    def unit(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-        y = F.conv2d(t, _conv_weight(w, k).to(dt), b.to(dt), padding=k // 2)
-        return F.relu(y) if relu else y
-
-    red = unit(x, packed.w_in, packed.b_in, 1)
-    y3 = unit(red[:, c1:c1 + c3r], packed.w3, packed.b3, k3)
-    y5 = unit(red[:, c1 + c3r:], packed.w5, packed.b5, k5)
-    yp = unit(F.max_pool2d(x, 3, 1, 1), packed.wp, packed.bp, 1)
-    return torch.cat([red[:, :c1], y3, y5, yp], 1)
-
-
 def _setup_context(ctx, inputs, output) -> None:
     x, *packed = inputs[:9]
     ctx.save_for_backward(x, *packed)  # x is the only activation kept; the rest are weights
@@ -150,7 +126,8 @@ def _backward(ctx, grad_out):
             args = list(saved)
             for i, t in zip(wanted, primals):
                 args[i] = t
-            return block_from_packed(args[0], PackedWeights(*args[1:]), channels, k3, k5, relu)
+            return packed_reference(args[0], PackedWeights(*args[1:]), _spec(channels, k3, k5, relu),
+                                    compute_dtype=args[0].dtype)
 
         _, vjp_fn = torch.func.vjp(block, *(saved[i] for i in wanted))
         for i, g in zip(wanted, vjp_fn(grad_out)):

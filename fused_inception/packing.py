@@ -101,13 +101,16 @@ def _unpack(w: torch.Tensor) -> torch.Tensor:  # [K*K, Cin, Cout] -> [Cout, Cin,
     return w.reshape(k, k, w.shape[1], w.shape[2]).permute(3, 2, 0, 1)
 
 
-def packed_reference(x: torch.Tensor, p: PackedWeights, spec: InceptionSpec) -> torch.Tensor:
-    """The block computed with PyTorch ops from packed weights (in fp32 for half inputs).
+def packed_reference(x: torch.Tensor, p: PackedWeights, spec: InceptionSpec,
+                     compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The block computed with PyTorch ops from packed weights.
 
-    This is the fused op's CPU implementation when Triton's interpreter is off, and the check
-    that packing is right.
+    By default in fp32 for half inputs with the reduce maps rounded to the input dtype, as the
+    kernels do: the fused op's CPU implementation when Triton's interpreter is off, and the check
+    that packing is right. ``compute_dtype=x.dtype`` gives what unfused layers would compute (e.g.
+    under autocast); differentiable in ``x`` and every packed tensor, it is the op's backward.
     """
-    cdt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    cdt = compute_dtype or (torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype)
     xc = x.to(cdt)
     c1, c3r = spec.ch1x1, spec.ch3x3red
     act = F.relu if spec.relu else (lambda t: t)
