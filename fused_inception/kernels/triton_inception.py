@@ -300,9 +300,11 @@ def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
-    if dtype == torch.float32 and not interpreting() and torch.backends.cudnn.allow_tf32:
-        return "tf32"  # PyTorch's conv rule for fp32
-    return "ieee"
+    if interpreting():
+        return "ieee"  # the interpreter multiplies in numpy; ask for nothing it would ignore
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"  # PyTorch's conv rule for fp32
+    return "tf32"  # Triton's default; for fp16/bf16 operands it only means "tensor cores"
 
 
 @functools.cache
