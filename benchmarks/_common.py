@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -867,6 +868,205 @@ def plot_bars(plt, ax, labels: Sequence[str], series: dict[str, list[float | Non
     ax.grid(axis="y", alpha=0.3)
     if series:
         ax.legend(fontsize=7)
+
+
+def pyplot_or_warn():
+    """``matplotlib.pyplot`` (Agg backend), or None after saying on stderr that it is missing."""
+    plt = try_import_pyplot()
+    if plt is None:
+        print("matplotlib is not installed: no PNG (pip install matplotlib)", file=sys.stderr)
+    return plt
+
+
+def save_figure(plt, fig, path: Path) -> bool:
+    """Lay out, write as PNG and close ``fig``; True (``plot`` returns it: a PNG was written)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- the driver of bench_block.py and bench_googlenet.py ------------------------------------------
+def set_up_run(prog: str, args: argparse.Namespace,
+               resolve: Callable[[argparse.Namespace, bool], argparse.Namespace]):
+    """CUDA or the CPU pass (the interpreter switched on first), the package imported, the
+    arguments resolved for that mode. Returns ``(args, cuda, fused_inception)``; ``args`` is None
+    after a bad argument was reported (the caller exits with 2)."""
+    cuda = use_interpreter_if_no_cuda(force_cpu=args.cpu)
+    if not cuda:
+        print(NO_CUDA_MESSAGE if not args.cpu else "--cpu: correctness pass on CPU, no timing.")
+    fi = import_fused_inception()
+    try:
+        args = resolve(args, cuda)
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return None, cuda, fi
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    return args, cuda, fi
+
+
+def start_run(benchmark: str, args: argparse.Namespace, cuda: bool, tolerance: dict, *,
+              ceiling_dtypes: Iterable[str] = (), device: torch.device | None = None, **fields) -> dict:
+    """The results of a run (``benchmark`` also names its files): environment, arguments, the
+    script's own ``fields``, the tolerances; on CUDA the ceilings of ``ceiling_dtypes``, measured now."""
+    data: dict = {"benchmark": benchmark, "schema": 1, "mode": "gpu" if cuda else "cpu-correctness",
+                  "env": environment(), "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                for k, v in vars(args).items()},
+                  **fields, "tolerance": tolerance, "cases": [], "complete": False}
+    if cuda:
+        print(f"measuring ceilings on {torch.cuda.get_device_name()} ...", file=sys.stderr, flush=True)
+        data["ceilings"] = measure_ceilings(ceiling_dtypes, device)
+    return data
+
+
+def result_path(data: dict, args: argparse.Namespace, suffix: str) -> Path | None:
+    """``<--out>/<benchmark><--tag><suffix>``; None when no --out (the CPU pass by default)."""
+    return args.out / f"{data['benchmark']}{args.tag}{suffix}" if args.out else None
+
+
+def run_cases(data: dict, args: argparse.Namespace, cases: Sequence[dict], run_case: Callable[..., dict],
+              label: str) -> None:
+    """``run_case(**case, progress=...)`` for each case, the JSON rewritten after each one (a run
+    stopped mid-way keeps what it measured); no new case after --max-minutes (``label``, formatted
+    with the case, says which was next). Sets ``complete`` when every case ran."""
+    json_path = result_path(data, args, ".json")
+    progress = Progress(len(cases) * len(args.providers), enabled=not args.no_progress)
+    t_start = time.perf_counter()
+    with torch.no_grad():
+        for case in cases:
+            if args.max_minutes is not None and time.perf_counter() - t_start > 60 * args.max_minutes:
+                data["stopped"] = f"--max-minutes {args.max_minutes} reached before {label.format(**case)}"
+                print(data["stopped"], file=sys.stderr)
+                break
+            data["cases"].append(run_case(**case, progress=progress))
+            if json_path:
+                write_json(json_path, data)
+        else:
+            data["complete"] = True
+    progress.close()
+    if data["mode"] == "gpu":
+        data["env"]["nvidia_smi_end"] = nvidia_smi_query()
+
+
+def finish_run(data: dict, args: argparse.Namespace, table: str, plot: Callable[[dict, Path], bool],
+               failure_keys: Sequence[str], failure_label: str) -> int:
+    """Failures recorded (``failure_keys`` of the case, provider, status), JSON, table and PNG
+    written under --out, the table and a verdict printed. Returns the exit status: 1 when a check
+    failed, else 0."""
+    bad, said = [], []
+    for c in data["cases"]:
+        for n, r in c["providers"].items():
+            if r.get("status") in ("mismatch", "error"):
+                bad.append(tuple(c[k] for k in failure_keys) + (n, r["status"]))
+                said.append(f"{failure_label.format(**c)} {n}: {r['status']}")
+    data["failures"] = bad
+    json_path = result_path(data, args, ".json")
+    if json_path:
+        write_json(json_path, data)
+        result_path(data, args, ".txt").write_text(table + "\n")
+        if data["mode"] == "gpu" and not args.no_plot and data["cases"]:
+            png = result_path(data, args, ".png")
+            if plot(data, png):
+                print(f"wrote {png}", file=sys.stderr)
+        print(f"wrote {json_path}", file=sys.stderr)
+    print(table)
+    if bad:
+        print(f"\nFAILED checks: {len(bad)}: " + "; ".join(said))
+        return 1
+    summary = "all providers that ran passed their check against the fp64 reference"
+    skipped = sorted({n for c in data["cases"] for n, r in c["providers"].items() if r.get("status") == "unavailable"})
+    if skipped:
+        summary += f"; unavailable here: {', '.join(skipped)}"
+    print(f"\n{summary}" + ("" if data["complete"] else " (run stopped early)"))
+    return 0
+
+
+class CaseRunner:
+    """What the runners of the two scripts share: the device, one provider built, checked against
+    the fp64 reference and (on CUDA) timed, and the speedups. A script's runner adds ``run_case``
+    and ``add_rates`` (its throughput numbers of one timed provider)."""
+
+    record_block_backends = False  # also record which backend each fused block ran
+
+    def __init__(self, fi, args: argparse.Namespace, cuda: bool, device: torch.device | None = None) -> None:
+        """``cuda``: the timed GPU run (else the CPU correctness pass); ``device`` overrides the
+        device (the tests run the GPU code path on CPU with stubbed timers)."""
+        self.fi, self.args, self.cuda = fi, args, cuda
+        self.device = device or torch.device("cuda" if cuda else "cpu")
+        self.warmup_calls = 3 if self.device.type == "cuda" else 0  # the interpreter needs no warm-up
+        self.ceilings: dict | None = None
+        self.l2 = l2_bytes() if cuda else 0
+
+    def run_provider(self, name, model, inputs, x_check, ref, idx, tol, dtype, channels_last, method,
+                     **build_kwargs) -> dict:
+        args = self.args
+        res: dict = {"group": provider_group(name)}
+        prov = None
+        try:
+            t0 = time.perf_counter()
+            prov = build_provider(name, model, dtype=dtype, channels_last=channels_last, device=self.device,
+                                  compile_mode=args.compile_mode,
+                                  compile_dynamic=None if args.compile_dynamic else False, **build_kwargs)
+            prov.prepare(inputs, warmup_calls=self.warmup_calls)
+            res["prepare_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            out = prov.check_output(x_check)
+            ok, err, msg = check_against(out, ref, idx, tol)
+            res["check_s"] = time.perf_counter() - t0
+            res.update(rel_err=err, checked_images=idx)
+            if self.record_block_backends and prov.fused_module is not None:
+                res["block_backends"] = prov.backends_used()
+            res["status"] = "ok" if ok else "mismatch"
+            fallback = prov.backends_ok()
+            if fallback:  # a silent fallback to another backend is an error, whatever the numbers
+                ok, msg, res["status"] = False, fallback, "error"
+            if msg:
+                res["message"] = msg
+            if self.cuda and (ok or args.time_mismatches):
+                fn = prov.bench_fn(inputs)
+                timer = time_events if method == "events" else time_loop
+                med, p20, p80 = timer(fn, args.warmup, args.rep)
+                res.update(median_ms=med, p20_ms=p20, p80_ms=p80)
+        except ProviderUnavailableError as e:
+            res.update(status="unavailable", message=str(e))
+        except Exception as e:  # noqa: BLE001 - reported in the table and the exit status
+            res.update(status="error", message=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            del prov
+            if name == "compile":
+                torch._dynamo.reset()  # a fresh compile per case, no recompile limit reached
+            if self.cuda:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+        return res
+
+    def derive(self, case: dict) -> None:
+        """The script's rates (``add_rates``) and the speedups from the medians."""
+        prov = case["providers"]
+        timed = {n: r for n, r in prov.items() if r.get("median_ms") is not None}
+        peers = {n: r["median_ms"] for n, r in timed.items() if r["group"] == "peer" and r["status"] == "ok"}
+        best_peer = min(peers, key=peers.get) if peers else None
+        case["best_peer"] = best_peer
+        eager = timed.get("eager") if prov.get("eager", {}).get("status") == "ok" else None
+        for r in timed.values():
+            self.add_rates(case, r)
+            r["speedup_vs_eager"] = eager["median_ms"] / r["median_ms"] if eager else None
+            r["speedup_vs_best_peer"] = peers[best_peer] / r["median_ms"] if best_peer else None
+
+    def add_rates(self, case: dict, r: dict) -> None:
+        raise NotImplementedError
+
+
+def status_cell(r: dict) -> str:
+    """A provider's check in the GPU tables: 'ok <rel err>', 'MISMATCH <rel err>', 'ERROR' or the status."""
+    st = r.get("status", "-")
+    if st == "ok":
+        return f"ok {fmt(r.get('rel_err'), 2)}"
+    if st == "mismatch":
+        return f"MISMATCH {fmt(r.get('rel_err'), 2)}"
+    return st.upper() if st == "error" else st
 
 
 # -- summaries (device_check.sh prints these last) --------------------------------------------------

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
-import traceback
 from pathlib import Path
 
 import _common as C
@@ -92,16 +90,7 @@ def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     return args
 
 
-class Runner:
-    def __init__(self, fi, args: argparse.Namespace, cuda: bool, device: torch.device | None = None) -> None:
-        """``cuda``: the timed GPU run (else the CPU correctness pass); ``device`` overrides the
-        device (the tests run the GPU code path on CPU with stubbed timers)."""
-        self.fi, self.args, self.cuda = fi, args, cuda
-        self.device = device or torch.device("cuda" if cuda else "cpu")
-        self.warmup_calls = 3 if self.device.type == "cuda" else 0  # the interpreter needs no warm-up
-        self.ceilings: dict | None = None
-        self.l2 = C.l2_bytes() if cuda else 0
-
+class Runner(C.CaseRunner):
     def run_case(self, block: str, batch: int, dtype_name: str, layout: str, progress: C.Progress) -> dict:
         fi, args = self.fi, self.args
         spec = fi.googlenet_spec(block, "torchvision")
@@ -153,74 +142,15 @@ class Runner:
             self.derive(case)
         return case
 
-    def run_provider(self, name, base, inputs, x_check, ref, idx, tol, dtype, channels_last, method) -> dict:
-        args = self.args
-        res: dict = {"group": C.provider_group(name)}
-        prov = None
-        try:
-            t0 = time.perf_counter()
-            prov = C.build_provider(name, base, dtype=dtype, channels_last=channels_last, device=self.device,
-                                    compile_mode=args.compile_mode,
-                                    compile_dynamic=None if args.compile_dynamic else False)
-            prov.prepare(inputs, warmup_calls=self.warmup_calls)
-            res["prepare_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            out = prov.check_output(x_check)
-            ok, err, msg = C.check_against(out, ref, idx, tol)
-            res["check_s"] = time.perf_counter() - t0
-            res.update(rel_err=err, checked_images=idx)
-            res["status"] = "ok" if ok else "mismatch"
-            fallback = prov.backends_ok()
-            if fallback:  # a silent fallback to another backend is an error, whatever the numbers
-                ok, msg, res["status"] = False, fallback, "error"
-            if msg:
-                res["message"] = msg
-            if self.cuda and (ok or args.time_mismatches):
-                fn = prov.bench_fn(inputs)
-                timer = C.time_events if method == "events" else C.time_loop
-                med, p20, p80 = timer(fn, args.warmup, args.rep)
-                res.update(median_ms=med, p20_ms=p20, p80_ms=p80)
-        except C.ProviderUnavailableError as e:
-            res.update(status="unavailable", message=str(e))
-        except Exception as e:  # noqa: BLE001 - reported in the table and the exit status
-            res.update(status="error", message=f"{type(e).__name__}: {e}".splitlines()[0][:300])
-            traceback.print_exc(file=sys.stderr)
-        finally:
-            del prov
-            if name == "compile":
-                torch._dynamo.reset()  # a fresh compile per case, no recompile limit reached
-            if self.cuda:
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
-        return res
-
-    def derive(self, case: dict) -> None:
-        """Throughput, roofline fraction and speedups from the medians."""
-        prov = case["providers"]
-        timed = {n: r for n, r in prov.items() if r.get("median_ms") is not None}
-        peers = {n: r["median_ms"] for n, r in timed.items() if r["group"] == "peer" and r["status"] == "ok"}
-        best_peer = min(peers, key=peers.get) if peers else None
-        case["best_peer"] = best_peer
-        eager = timed.get("eager") if prov.get("eager", {}).get("status") == "ok" else None
-        for r in timed.values():
-            s = r["median_ms"] * 1e-3
-            r["tflops"] = case["flops"] / s / 1e12
-            r["gbps"] = case["min_bytes"]["total"] / s / 1e9
-            r["pct_floor"] = 100.0 * case["floor_ms"] / r["median_ms"]
-            r["speedup_vs_eager"] = eager["median_ms"] / r["median_ms"] if eager else None
-            r["speedup_vs_best_peer"] = peers[best_peer] / r["median_ms"] if best_peer else None
+    def add_rates(self, case: dict, r: dict) -> None:
+        """Throughput and roofline fraction of one timed provider."""
+        s = r["median_ms"] * 1e-3
+        r["tflops"] = case["flops"] / s / 1e12
+        r["gbps"] = case["min_bytes"]["total"] / s / 1e9
+        r["pct_floor"] = 100.0 * case["floor_ms"] / r["median_ms"]
 
 
 # -- output ---------------------------------------------------------------------------------------
-def status_cell(r: dict) -> str:
-    st = r.get("status", "-")
-    if st == "ok":
-        return f"ok {C.fmt(r.get('rel_err'), 2)}"
-    if st == "mismatch":
-        return f"MISMATCH {C.fmt(r.get('rel_err'), 2)}"
-    return st.upper() if st == "error" else st
-
-
 def gpu_table(data: dict) -> str:
     out = []
     ce = data["ceilings"]
@@ -241,7 +171,7 @@ def gpu_table(data: dict) -> str:
                     f"{c['buffers']} input buffers, best peer {c.get('best_peer') or '-'}")
         for name, r in c["providers"].items():
             timed = r.get("median_ms") is not None
-            rows.append([name, status_cell(r), C.fmt(r["median_ms"] * 1e3) if timed else "-",
+            rows.append([name, C.status_cell(r), C.fmt(r["median_ms"] * 1e3) if timed else "-",
                          f"{C.fmt(r['p20_ms'] * 1e3)}-{C.fmt(r['p80_ms'] * 1e3)}" if timed else "",
                          C.fmt(r.get("tflops")), C.fmt(r.get("gbps")), C.fmt(r.get("pct_floor")),
                          C.fmt(r.get("speedup_vs_eager")), C.fmt(r.get("speedup_vs_best_peer")),
@@ -266,9 +196,8 @@ def cpu_table(data: dict) -> str:
 
 
 def plot(data: dict, path: Path) -> bool:
-    plt = C.try_import_pyplot()
+    plt = C.pyplot_or_warn()
     if plt is None:
-        print("matplotlib is not installed: no PNG (pip install matplotlib)", file=sys.stderr)
         return False
     groups = C.group_cases(data["cases"], ("dtype", "layout"))
     width = max(10.0, 0.5 * max(len(v) for v in groups.values()) + 2)
@@ -284,77 +213,25 @@ def plot(data: dict, path: Path) -> bool:
                     title=f"{gpu} {dtype} {layout}: fused vs best of eager / eager-graph / compile", hline=1.0)
         C.plot_bars(plt, axes[1][col], labels, frac, log=True, ylabel="% of roofline floor",
                     title="measured time vs roofline floor (100% = at the measured ceilings)", hline=100.0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return C.save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cuda = C.use_interpreter_if_no_cuda(force_cpu=args.cpu)
-    if not cuda:
-        print(C.NO_CUDA_MESSAGE if not args.cpu else "--cpu: correctness pass on CPU, no timing.")
-    fi = C.import_fused_inception()
-    try:
-        args = resolve(args, cuda)
-    except ValueError as e:
-        print(f"bench_block.py: error: {e}", file=sys.stderr)
+    args, cuda, fi = C.set_up_run("bench_block.py", parse_args(argv), resolve)
+    if args is None:
         return 2
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     runner = Runner(fi, args, cuda)
-    data: dict = {"benchmark": "bench_block", "schema": 1, "mode": "gpu" if cuda else "cpu-correctness",
-                  "env": C.environment(), "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                    for k, v in vars(args).items()},
-                  "tolerance": C.TOLERANCE_BLOCK, "cases": [], "complete": False}
+    data = C.start_run("bench_block", args, cuda, C.TOLERANCE_BLOCK, ceiling_dtypes=args.dtype, device=runner.device)
+    runner.ceilings = data.get("ceilings")
     if not cuda:
         data["note"] = ("CPU correctness pass: no timing. Providers that need CUDA are listed as unavailable. "
                         f"Triton interpreter: {'on' if C.interpreter_on() else 'off'}.")
-    out_dir = args.out
-    json_path = out_dir / f"bench_block{args.tag}.json" if out_dir else None
-    cases = [(d, lay, b, n) for d in args.dtype for lay in args.layout for b in args.blocks for n in args.batches]
-    if cuda:
-        print(f"measuring ceilings on {torch.cuda.get_device_name()} ...", file=sys.stderr, flush=True)
-        runner.ceilings = data["ceilings"] = C.measure_ceilings(args.dtype, runner.device)
-    progress = C.Progress(len(cases) * len(args.providers), enabled=not args.no_progress)
-    t_start = time.perf_counter()
-    with torch.no_grad():
-        for d, lay, b, n in cases:
-            if args.max_minutes is not None and time.perf_counter() - t_start > 60 * args.max_minutes:
-                data["stopped"] = f"--max-minutes {args.max_minutes} reached before {b} N={n} {d} {lay}"
-                print(data["stopped"], file=sys.stderr)
-                break
-            data["cases"].append(runner.run_case(b, n, d, lay, progress))
-            if json_path:
-                C.write_json(json_path, data)
-        else:
-            data["complete"] = True
-    progress.close()
-    if cuda:
-        data["env"]["nvidia_smi_end"] = C.nvidia_smi_query()
+    cases = [{"block": b, "batch": n, "dtype_name": d, "layout": lay}
+             for d in args.dtype for lay in args.layout for b in args.blocks for n in args.batches]
+    C.run_cases(data, args, cases, runner.run_case, label="{block} N={batch} {dtype_name} {layout}")
     table = gpu_table(data) if cuda else cpu_table(data)
-    bad = [(c["block"], c["batch"], c["dtype"], n, r["status"]) for c in data["cases"]
-           for n, r in c["providers"].items() if r.get("status") in ("mismatch", "error")]
-    data["failures"] = bad
-    if json_path:
-        C.write_json(json_path, data)
-        (out_dir / f"bench_block{args.tag}.txt").write_text(table + "\n")
-        if cuda and not args.no_plot and data["cases"]:
-            png = out_dir / f"bench_block{args.tag}.png"
-            if plot(data, png):
-                print(f"wrote {png}", file=sys.stderr)
-        print(f"wrote {json_path}", file=sys.stderr)
-    print(table)
-    if bad:
-        print(f"\nFAILED checks: {len(bad)}: " + "; ".join(f"{b} N={n} {d} {p}: {s}" for b, n, d, p, s in bad))
-        return 1
-    summary = "all providers that ran passed their check against the fp64 reference"
-    skipped = sorted({n for c in data["cases"] for n, r in c["providers"].items() if r.get("status") == "unavailable"})
-    if skipped:
-        summary += f"; unavailable here: {', '.join(skipped)}"
-    print(f"\n{summary}" + ("" if data["complete"] else " (run stopped early)"))
-    return 0
+    return C.finish_run(data, args, table, plot, failure_keys=("block", "batch", "dtype"),
+                        failure_label="{block} N={batch} {dtype}")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import time
-import traceback
 from pathlib import Path
 
 import _common as C
@@ -110,19 +108,15 @@ def build_base_model(fi, image_size: int, seed: int) -> torch.nn.Module:
     return C.calibrate_batch_norms(model, calib, seed + 2)
 
 
-class Runner:
+class Runner(C.CaseRunner):
+    record_block_backends = True  # the CPU pass runs some blocks on the interpreter, the rest on the reference
+
     def __init__(self, fi, args: argparse.Namespace, cuda: bool, device: torch.device | None = None) -> None:
-        """``cuda``: the timed GPU run (else the CPU correctness pass); ``device`` overrides the
-        device (the tests run the GPU code path on CPU with stubbed timers)."""
-        self.fi, self.args, self.cuda = fi, args, cuda
-        self.device = device or torch.device("cuda" if cuda else "cpu")
-        self.warmup_calls = 3 if self.device.type == "cuda" else 0  # the interpreter needs no warm-up
-        self.l2 = C.l2_bytes() if cuda else 0
+        super().__init__(fi, args, cuda, device)
         self.base = build_base_model(fi, args.image_size, args.seed)
         self.ref_model = copy.deepcopy(self.base).to(device=self.device, dtype=torch.float64)
         one = torch.randn(1, 3, args.image_size, args.image_size)
         self.flops_per_image = C.model_flops(C.fold_batch_norms(copy.deepcopy(self.base)), one)
-        self.ceilings: dict | None = None
 
     def run_case(self, dtype_name: str, batch: int, progress: C.Progress) -> dict:
         args = self.args
@@ -154,79 +148,19 @@ class Runner:
             ref = self.ref_model(x_check[idx].to(torch.float64))
         for name in args.providers:
             progress.step(f"GoogLeNet N={batch} {dtype_name}: {name}")
-            case["providers"][name] = self.run_provider(name, inputs, x_check, ref, idx, tol, dtype, channels_last)
+            case["providers"][name] = self.run_provider(
+                name, self.base, inputs, x_check, ref, idx, tol, dtype, channels_last, args.timing,
+                cpu_fused_blocks=None if self.cuda else args.cpu_fused_paths)
         if self.cuda:
             self.derive(case)
         return case
 
-    def run_provider(self, name, inputs, x_check, ref, idx, tol, dtype, channels_last) -> dict:
-        args = self.args
-        res: dict = {"group": C.provider_group(name)}
-        prov = None
-        try:
-            t0 = time.perf_counter()
-            prov = C.build_provider(name, self.base, dtype=dtype, channels_last=channels_last, device=self.device,
-                                    compile_mode=args.compile_mode,
-                                    compile_dynamic=None if args.compile_dynamic else False,
-                                    cpu_fused_blocks=None if self.cuda else args.cpu_fused_paths)
-            prov.prepare(inputs, warmup_calls=self.warmup_calls)
-            res["prepare_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            out = prov.check_output(x_check)
-            ok, err, msg = C.check_against(out, ref, idx, tol)
-            res["check_s"] = time.perf_counter() - t0
-            res.update(rel_err=err, checked_images=idx)
-            if prov.fused_module is not None:
-                res["block_backends"] = prov.backends_used()
-            res["status"] = "ok" if ok else "mismatch"
-            fallback = prov.backends_ok()
-            if fallback:  # a silent fallback to another backend is an error, whatever the numbers
-                ok, msg, res["status"] = False, fallback, "error"
-            if msg:
-                res["message"] = msg
-            if self.cuda and (ok or args.time_mismatches):
-                fn = prov.bench_fn(inputs)
-                timer = C.time_events if args.timing == "events" else C.time_loop
-                med, p20, p80 = timer(fn, args.warmup, args.rep)
-                res.update(median_ms=med, p20_ms=p20, p80_ms=p80)
-        except C.ProviderUnavailableError as e:
-            res.update(status="unavailable", message=str(e))
-        except Exception as e:  # noqa: BLE001 - reported in the table and the exit status
-            res.update(status="error", message=f"{type(e).__name__}: {e}".splitlines()[0][:300])
-            traceback.print_exc(file=sys.stderr)
-        finally:
-            del prov
-            if name == "compile":
-                torch._dynamo.reset()
-            if self.cuda:
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
-        return res
-
-    def derive(self, case: dict) -> None:
-        prov = case["providers"]
-        timed = {n: r for n, r in prov.items() if r.get("median_ms") is not None}
-        peers = {n: r["median_ms"] for n, r in timed.items() if r["group"] == "peer" and r["status"] == "ok"}
-        best_peer = min(peers, key=peers.get) if peers else None
-        case["best_peer"] = best_peer
-        eager = timed.get("eager") if prov.get("eager", {}).get("status") == "ok" else None
-        for r in timed.values():
-            r["images_per_s"] = case["batch"] / (r["median_ms"] * 1e-3)
-            # p20 of the time is the fast end: p80 of throughput.
-            r["images_per_s_p20"] = case["batch"] / (r["p80_ms"] * 1e-3)
-            r["images_per_s_p80"] = case["batch"] / (r["p20_ms"] * 1e-3)
-            r["tflops"] = case["flops"] / (r["median_ms"] * 1e-3) / 1e12
-            r["speedup_vs_eager"] = eager["median_ms"] / r["median_ms"] if eager else None
-            r["speedup_vs_best_peer"] = peers[best_peer] / r["median_ms"] if best_peer else None
-
-
-def status_cell(r: dict) -> str:
-    st = r.get("status", "-")
-    if st == "ok":
-        return f"ok {C.fmt(r.get('rel_err'), 2)}"
-    if st == "mismatch":
-        return f"MISMATCH {C.fmt(r.get('rel_err'), 2)}"
-    return st.upper() if st == "error" else st
+    def add_rates(self, case: dict, r: dict) -> None:
+        r["images_per_s"] = case["batch"] / (r["median_ms"] * 1e-3)
+        # p20 of the time is the fast end: p80 of throughput.
+        r["images_per_s_p20"] = case["batch"] / (r["p80_ms"] * 1e-3)
+        r["images_per_s_p80"] = case["batch"] / (r["p20_ms"] * 1e-3)
+        r["tflops"] = case["flops"] / (r["median_ms"] * 1e-3) / 1e12
 
 
 def gpu_table(data: dict) -> str:
@@ -246,7 +180,7 @@ def gpu_table(data: dict) -> str:
                     f"{c['method']} over {c['buffers']} input batches, best peer {c.get('best_peer') or '-'}")
         for name, r in c["providers"].items():
             timed = r.get("median_ms") is not None
-            rows.append([name, status_cell(r), C.fmt(r.get("median_ms")),
+            rows.append([name, C.status_cell(r), C.fmt(r.get("median_ms")),
                          f"{C.fmt(r['p20_ms'])}-{C.fmt(r['p80_ms'])}" if timed else "",
                          C.fmt(r.get("images_per_s")), C.fmt(r.get("tflops")), C.fmt(r.get("speedup_vs_eager")),
                          C.fmt(r.get("speedup_vs_best_peer")), (r.get("message") or "")[:70]])
@@ -276,9 +210,8 @@ def cpu_table(data: dict) -> str:
 
 
 def plot(data: dict, path: Path) -> bool:
-    plt = C.try_import_pyplot()
+    plt = C.pyplot_or_warn()
     if plt is None:
-        print("matplotlib is not installed: no PNG (pip install matplotlib)", file=sys.stderr)
         return False
     cases = data["cases"]
     labels = [f"{c['dtype']} N={c['batch']}" for c in cases]
@@ -292,77 +225,24 @@ def plot(data: dict, path: Path) -> bool:
                 title=f"GoogLeNet inference on {gpu}, {data['args']['image_size']}px, {data['args']['layout']}")
     C.plot_bars(plt, axes[1], labels, speed, log=True, ylabel="speedup over best peer (x)",
                 title="fused vs best of eager / eager-graph / compile", hline=1.0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return C.save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cuda = C.use_interpreter_if_no_cuda(force_cpu=args.cpu)
-    if not cuda:
-        print(C.NO_CUDA_MESSAGE if not args.cpu else "--cpu: correctness pass on CPU, no timing.")
-    fi = C.import_fused_inception()
-    try:
-        args = resolve(args, cuda)
-    except ValueError as e:
-        print(f"bench_googlenet.py: error: {e}", file=sys.stderr)
+    args, cuda, fi = C.set_up_run("bench_googlenet.py", parse_args(argv), resolve)
+    if args is None:
         return 2
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    else:
+    if not cuda:
         print(f"CPU pass: the converted network runs blocks {','.join(args.cpu_fused_paths)} on the Triton "
               "interpreter and the other converted blocks on their PyTorch reference path.")
     runner = Runner(fi, args, cuda)
-    data: dict = {"benchmark": "bench_googlenet", "schema": 1, "mode": "gpu" if cuda else "cpu-correctness",
-                  "env": C.environment(),
-                  "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                  "flops_per_image": runner.flops_per_image, "tolerance": C.TOLERANCE_MODEL,
-                  "cases": [], "complete": False}
-    out_dir = args.out
-    json_path = out_dir / f"bench_googlenet{args.tag}.json" if out_dir else None
-    if cuda:
-        print(f"measuring ceilings on {torch.cuda.get_device_name()} ...", file=sys.stderr, flush=True)
-        runner.ceilings = data["ceilings"] = C.measure_ceilings([d for d, _ in args.cases], runner.device)
-    progress = C.Progress(len(args.cases) * len(args.providers), enabled=not args.no_progress)
-    t_start = time.perf_counter()
-    with torch.no_grad():
-        for d, b in args.cases:
-            if args.max_minutes is not None and time.perf_counter() - t_start > 60 * args.max_minutes:
-                data["stopped"] = f"--max-minutes {args.max_minutes} reached before N={b} {d}"
-                print(data["stopped"], file=sys.stderr)
-                break
-            data["cases"].append(runner.run_case(d, b, progress))
-            if json_path:
-                C.write_json(json_path, data)
-        else:
-            data["complete"] = True
-    progress.close()
-    if cuda:
-        data["env"]["nvidia_smi_end"] = C.nvidia_smi_query()
+    data = C.start_run("bench_googlenet", args, cuda, C.TOLERANCE_MODEL, ceiling_dtypes=[d for d, _ in args.cases],
+                       device=runner.device, flops_per_image=runner.flops_per_image)
+    runner.ceilings = data.get("ceilings")
+    cases = [{"dtype_name": d, "batch": b} for d, b in args.cases]
+    C.run_cases(data, args, cases, runner.run_case, label="N={batch} {dtype_name}")
     table = gpu_table(data) if cuda else cpu_table(data)
-    bad = [(c["dtype"], c["batch"], n, r["status"]) for c in data["cases"]
-           for n, r in c["providers"].items() if r.get("status") in ("mismatch", "error")]
-    data["failures"] = bad
-    if json_path:
-        C.write_json(json_path, data)
-        (out_dir / f"bench_googlenet{args.tag}.txt").write_text(table + "\n")
-        if cuda and not args.no_plot and data["cases"]:
-            png = out_dir / f"bench_googlenet{args.tag}.png"
-            if plot(data, png):
-                print(f"wrote {png}", file=sys.stderr)
-        print(f"wrote {json_path}", file=sys.stderr)
-    print(table)
-    if bad:
-        print(f"\nFAILED checks: {len(bad)}: " + "; ".join(f"N={b} {d} {p}: {s}" for d, b, p, s in bad))
-        return 1
-    summary = "all providers that ran passed their check against the fp64 reference"
-    skipped = sorted({n for c in data["cases"] for n, r in c["providers"].items() if r.get("status") == "unavailable"})
-    if skipped:
-        summary += f"; unavailable here: {', '.join(skipped)}"
-    print(f"\n{summary}" + ("" if data["complete"] else " (run stopped early)"))
-    return 0
+    return C.finish_run(data, args, table, plot, failure_keys=("dtype", "batch"), failure_label="N={batch} {dtype}")
 
 
 if __name__ == "__main__":
