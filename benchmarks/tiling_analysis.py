@@ -18,10 +18,11 @@ from fused_inception.kernels.triton_inception import default_config
 
 
 def analyse(name: str, n: int, sms: int, cfg=None) -> dict:
-    """Counts for block ``name`` at batch ``n`` with tile config ``cfg`` (default: the heuristic)."""
+    """Counts for block ``name`` at batch ``n`` with tile config ``cfg`` (default: the launcher's
+    heuristic for that batch, used when autotuning is off)."""
     s = googlenet_spec(name)
     hw = GOOGLENET_SPATIAL[name]
-    cfg = cfg or default_config(s, hw, hw)
+    cfg = cfg or default_config(s, hw, hw, n, sms)
     bm = cfg.th * cfg.tw
     tiles = triton.cdiv(hw, cfg.th) * triton.cdiv(hw, cfg.tw)
     useful = 2 * n * hw * hw * (s.in_channels * (s.ch1x1 + s.ch3x3red + s.ch5x5red + s.pool_proj)

@@ -192,3 +192,13 @@ def test_autotune_times_candidates_once_per_key_and_caches_on_disk(monkeypatch, 
     monkeypatch.setattr(tk, "_TUNED", {})  # a new process: the result comes from disk
     assert tk.autotune(x, packed, spec, cands, bench=lambda fn: pytest.fail("re-tuned")) == cands[1]
     assert tk._tune_key(make_input(5, 8, 5, 5), spec) != tk._tune_key(x, spec)  # another bucket
+
+
+def test_heuristic_tiles_fill_the_gpu_at_small_batch():
+    spec = googlenet_spec("4d")
+    big = tk.default_config(spec, 14, 14, n=256, sms=132)
+    small = tk.default_config(spec, 14, 14, n=1, sms=132)
+    assert big == tk.default_config(spec, 14, 14)
+    assert (small.th, small.tw, small.bn, small.kxk_group) == (8, 8, 32, 1)
+    assert tk._work_items(spec, small, 1, 14, 14) > 4 * tk._work_items(spec, big, 1, 14, 14)
+    assert small in tk.candidate_configs(spec, 14, 14)

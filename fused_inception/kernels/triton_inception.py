@@ -272,13 +272,32 @@ def _pow2_at_least(v: int, lo: int = 16, hi: int = 128) -> int:
     return max(lo, min(hi, triton.next_power_of_2(v)))
 
 
-def default_config(spec: InceptionSpec, h: int, w: int) -> TileConfig:
-    """A heuristic tile shape: small maps get one tile per image, channel blocks fit the branch."""
+def _work_items(spec: InceptionSpec, cfg: TileConfig, n: int, h: int, w: int) -> int:
+    g = cfg.group(spec)
+    items = (sum(triton.cdiv(c, cfg.bn * g) for c in (spec.ch3x3, spec.ch5x5))
+             + sum(triton.cdiv(c, cfg.bn) for c in (spec.ch1x1, spec.pool_proj)))
+    return items * n * triton.cdiv(h, cfg.th) * triton.cdiv(w, cfg.tw)
+
+
+def _small_batch(cfg: TileConfig) -> TileConfig:
+    """8x8 tiles, 32-channel blocks, one block per KxK item: the most work items (the reduce is
+    recomputed per item), for batches too small to fill the GPU otherwise."""
+    return replace(cfg, th=8, tw=8, bn=32, kxk_group=1, num_warps=4)
+
+
+def default_config(spec: InceptionSpec, h: int, w: int, n: int | None = None,
+                   sms: int | None = None) -> TileConfig:
+    """A heuristic tile shape: small maps get one tile per image, channel blocks fit the branch;
+    with ``n`` and ``sms`` given, a batch whose work items would not cover the SMs gets the
+    small-batch shape instead."""
     th = 8 if h <= 8 else 16 if h <= 16 and w <= 16 else 8
     tw = 8 if w <= 8 or th == 8 else 16
-    return TileConfig(th=th, tw=tw, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 64),
-                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64), hc=32,
-                      num_warps=8 if th * tw * 64 >= 8192 else 4)
+    cfg = TileConfig(th=th, tw=tw, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 64),
+                     br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64), hc=32,
+                     num_warps=8 if th * tw * 64 >= 8192 else 4)
+    if n is not None and sms is not None and _work_items(spec, cfg, n, h, w) < sms:
+        return _small_batch(cfg)
+    return cfg
 
 
 def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
@@ -288,10 +307,7 @@ def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
     GoogLeNet tunes nine block shapes on first use.
     """
     base = default_config(spec, h, w)
-    out = [base]
-    # Small batches: one channel block per KxK item fills more SMs (reduce recomputed per item).
-    out.append(replace(base, bn=32, kxk_group=1, num_warps=4))
-    out.append(replace(base, bn=128, num_warps=8))
+    out = [base, _small_batch(base), replace(base, bn=128, num_warps=8)]
     if h > 8 and w > 8:  # the other tile shape for 14x14 and 28x28 maps
         th, tw = (8, 8) if base.th * base.tw > 64 else (16, 16)
         out.append(replace(base, th=th, tw=tw, num_warps=8 if th * tw > 64 else 4))
@@ -392,14 +408,21 @@ def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
 
 
 def _pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> TileConfig:
-    if not x.is_cuda or os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0":
-        return default_config(spec, x.shape[2], x.shape[3])
+    n, _, h, w = x.shape
+    if not x.is_cuda:
+        return default_config(spec, h, w)
+    if os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
+        # No timing (switched off, or inside a CUDA graph capture): the heuristic, batch-aware.
+        key = _tune_key(x, spec)
+        return _TUNED.get(key) or default_config(spec, h, w, n, _sm_count(_device_index(x)))
     key = _tune_key(x, spec)
     if key in _TUNED:
         return _TUNED[key]
-    if torch.cuda.is_current_stream_capturing():
-        return default_config(spec, x.shape[2], x.shape[3])  # cannot time inside a CUDA graph capture
     return autotune(x, packed, spec)
+
+
+def _device_index(x: torch.Tensor) -> int:
+    return x.device.index if x.device.index is not None else torch.cuda.current_device()
 
 
 def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
@@ -426,13 +449,10 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
     tiles_h, tiles_w = triton.cdiv(h, cfg.th), triton.cdiv(w, cfg.tw)
     n_tiles = n * tiles_h * tiles_w
     g = cfg.group(spec)
-    items = (sum(triton.cdiv(c, cfg.bn * g) for c in (spec.ch3x3, spec.ch5x5))
-             + sum(triton.cdiv(c, cfg.bn) for c in (spec.ch1x1, spec.pool_proj)))
-    total_work = items * n_tiles
+    total_work = _work_items(spec, cfg, n, h, w)
     if max_programs is None:
         if x.is_cuda:
-            max_programs = _sm_count(x.device.index if x.device.index is not None else
-                                     torch.cuda.current_device()) * cfg.programs_per_sm
+            max_programs = _sm_count(_device_index(x)) * cfg.programs_per_sm
         else:
             max_programs = total_work
     grid = min(total_work, max_programs)
