@@ -124,7 +124,7 @@ def _build_jit() -> ModuleType:
     sources = [str(src / s) for s in _SOURCES]
     cxx_flags, nvcc_flags = ["-O3", tag], ["-O3", "-lineinfo", tag]
     _logger.warning("fused_inception: building the CUDA extension just in time (first use, about a minute; "
-                    "cached in %s)", get_default_build_root())
+                    "cached in %s)", os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     if is_ninja_available():
         return cpp_load(name=_JIT_NAME, sources=sources, extra_cflags=cxx_flags, extra_cuda_cflags=nvcc_flags,
                         extra_include_paths=[str(src)], verbose=False)
