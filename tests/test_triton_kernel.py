@@ -200,5 +200,5 @@ def test_heuristic_tiles_fill_the_gpu_at_small_batch():
     small = tk.default_config(spec, 14, 14, n=1, sms=132)
     assert big == tk.default_config(spec, 14, 14)
     assert (small.th, small.tw, small.bn, small.kxk_group) == (8, 8, 32, 1)
-    assert tk._work_items(spec, small, 1, 14, 14) > 4 * tk._work_items(spec, big, 1, 14, 14)
+    assert tk._work_items(spec, small, 1, 14, 14) >= 3 * tk._work_items(spec, big, 1, 14, 14)
     assert small in tk.candidate_configs(spec, 14, 14)

@@ -113,8 +113,9 @@ def _pointwise_item(x_img, out_img, w_ptr, bias_ptr, oh0, ow0, c0, H, W,
                 v = tl.load(x_img + cs[None, :] * sxc + sh[:, None] * sxh + sw[:, None] * sxw,
                             mask=inside[:, None] & (cs < CIN)[None, :], other=float("-inf"))
                 a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)
-            # Padded lanes would be -inf and turn into NaN in the GEMM: zero them.
-            a = tl.where(ok, a, 0.0)
+            # Padded lanes would be -inf and turn into NaN in the GEMM: zero them (in x's dtype:
+            # a bf16 tensor and a Python float promote to fp32).
+            a = tl.where(ok, a, 0.0).to(x_img.dtype.element_ty)
         else:
             a = _load_x(x_img, hh, ww, pix_ok, k0, sxc, sxh, sxw, CIN, BK)
         b = _load_w(w_ptr, k0, W_COL + c0, CIN, W_COL + COUT, W_LD, BK, BN)
@@ -282,36 +283,38 @@ def _work_items(spec: InceptionSpec, cfg: TileConfig, n: int, h: int, w: int) ->
 def _small_batch(cfg: TileConfig) -> TileConfig:
     """8x8 tiles, 32-channel blocks, one block per KxK item: the most work items (the reduce is
     recomputed per item), for batches too small to fill the GPU otherwise."""
-    return replace(cfg, th=8, tw=8, bn=32, kxk_group=1, num_warps=4)
+    return replace(cfg, th=8, tw=8, bn=32, kxk_group=1)
 
 
 def default_config(spec: InceptionSpec, h: int, w: int, n: int | None = None,
-                   sms: int | None = None) -> TileConfig:
-    """A heuristic tile shape: small maps get one tile per image, channel blocks fit the branch;
-    with ``n`` and ``sms`` given, a batch whose work items would not cover the SMs gets the
-    small-batch shape instead."""
-    th = 8 if h <= 8 else 16 if h <= 16 and w <= 16 else 8
-    tw = 8 if w <= 8 or th == 8 else 16
-    cfg = TileConfig(th=th, tw=tw, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 64),
+                   sms: int | None = None, dtype: torch.dtype | None = None) -> TileConfig:
+    """The heuristic tile shape (used untimed: autotuning off, or inside a CUDA graph capture).
+    With ``n`` and ``sms`` given, a batch whose work items would not cover the SMs gets the
+    small-batch shape instead. fp32 operands take 8 warps (4 spill registers at bn=64)."""
+    # 8x8 tiles, 32-channel input chunks, 4 warps: on sm_90 (Triton 3.6) this compiles without
+    # register spills and with ~52 KB of shared memory; 16x16 tiles with 2 stages need ~350 KB,
+    # more than an SM has (benchmarks/compile_report.py).
+    cfg = TileConfig(th=8, tw=8, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 32),
                      br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64), hc=32,
-                     num_warps=8 if th * tw * 64 >= 8192 else 4)
+                     num_warps=8 if dtype == torch.float32 else 4, num_stages=2)
     if n is not None and sms is not None and _work_items(spec, cfg, n, h, w) < sms:
         return _small_batch(cfg)
     return cfg
 
 
-def candidate_configs(spec: InceptionSpec, h: int, w: int) -> list[TileConfig]:
+def candidate_configs(spec: InceptionSpec, h: int, w: int, dtype: torch.dtype | None = None) -> list[TileConfig]:
     """The autotuning space for one block shape, the heuristic first.
 
     Kept small on purpose: each entry is a separate compilation of a large kernel, and a whole
     GoogLeNet tunes nine block shapes on first use.
     """
-    base = default_config(spec, h, w)
-    out = [base, _small_batch(base), replace(base, bn=128, num_warps=8)]
-    if h > 8 and w > 8:  # the other tile shape for 14x14 and 28x28 maps
-        th, tw = (8, 8) if base.th * base.tw > 64 else (16, 16)
-        out.append(replace(base, th=th, tw=tw, num_warps=8 if th * tw > 64 else 4))
-    out.append(replace(base, num_stages=3))
+    base = default_config(spec, h, w, dtype=dtype)
+    out = [base, _small_batch(base),
+           replace(base, bk=_pow2_at_least(spec.in_channels, 16, 64), num_warps=8),
+           replace(base, bn=128, num_warps=8),
+           replace(base, num_stages=3)]
+    if h > 8 and w > 8:  # fewer halo pixels per tile pixel (324/256 vs 100/64 for K=3), one stage
+        out.append(replace(base, th=16, tw=16, num_warps=8, num_stages=1))
     return list(dict.fromkeys(out))
 
 
@@ -393,7 +396,7 @@ def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
         out = torch.empty((x.shape[0], spec.out_channels, *x.shape[2:]), dtype=x.dtype, device=x.device,
                           memory_format=_conv_memory_format(x))
         best, best_ms = None, float("inf")
-        for cfg in candidates or candidate_configs(spec, x.shape[2], x.shape[3]):
+        for cfg in candidates or candidate_configs(spec, x.shape[2], x.shape[3], x.dtype):
             try:
                 ms = bench(lambda cfg=cfg: inception_forward_triton(x, packed, spec, config=cfg, out=out))
             except Exception:  # noqa: BLE001 - e.g. OutOfResources for a large tile
@@ -410,11 +413,11 @@ def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
 def _pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> TileConfig:
     n, _, h, w = x.shape
     if not x.is_cuda:
-        return default_config(spec, h, w)
+        return default_config(spec, h, w, dtype=x.dtype)
     if os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
         # No timing (switched off, or inside a CUDA graph capture): the heuristic, batch-aware.
         key = _tune_key(x, spec)
-        return _TUNED.get(key) or default_config(spec, h, w, n, _sm_count(_device_index(x)))
+        return _TUNED.get(key) or default_config(spec, h, w, n, _sm_count(_device_index(x)), x.dtype)
     key = _tune_key(x, spec)
     if key in _TUNED:
         return _TUNED[key]

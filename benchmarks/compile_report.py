@@ -1,0 +1,134 @@
+"""Compile the Triton kernel for a GPU target on a machine without one, and report its resources.
+
+The launcher is run on CPU tensors of the real shapes with the kernel launch intercepted; each
+argument is specialised exactly as Triton's JIT would (16-divisibility, ints equal to 1) and the
+kernel is compiled ahead of time for the target (default sm_90, an H100/H200). The report gives,
+per case: registers, spilled bytes (stack), shared memory, compile time, and the SASS instruction
+mix that matters (tensor-core HMMA/HGMMA, global-load widths). Usage:
+
+    python benchmarks/compile_report.py [--blocks 3a,4d,5b] [--batches 1,256] [--dtype fp16]
+                                        [--layout channels_last] [--arch 90]
+
+Needs no GPU (Triton ships ptxas and cuobjdump); do not set TRITON_INTERPRET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    sys.exit("compile_report.py compiles for a GPU: unset TRITON_INTERPRET")
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton._C.libtriton import native_specialize_impl  # noqa: E402
+from triton.backends.compiler import BaseBackend, GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, FusedInception, googlenet_spec  # noqa: E402
+from fused_inception.kernels import triton_inception as tk  # noqa: E402
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def capture_launch(x: torch.Tensor, block: FusedInception, cfg: tk.TileConfig, sms: int):
+    """Run the launcher with the kernel launch intercepted; returns (args, constexpr kwargs, options)."""
+    seen = {}
+
+    def fake_run(*args, grid, warmup, **kwargs):
+        seen["args"], seen["kwargs"] = args, kwargs
+
+    real = tk.inception_fwd_kernel.run
+    tk.inception_fwd_kernel.run = fake_run
+    try:
+        tk.inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, config=cfg,
+                                    max_programs=sms * cfg.programs_per_sm)
+    finally:
+        tk.inception_fwd_kernel.run = real
+    return seen["args"], seen["kwargs"]
+
+
+def compile_case(args, kwargs, arch: int):
+    fn = tk.inception_fwd_kernel
+    kwargs = dict(kwargs)
+    options = {"num_warps": kwargs.pop("num_warps"), "num_stages": kwargs.pop("num_stages")}
+    signature, constexprs, attrs = {}, {}, {}
+    positional = dict(zip(fn.arg_names, args))
+    for i, name in enumerate(fn.arg_names):
+        if name in kwargs:
+            signature[name] = "constexpr"
+            constexprs[(i,)] = kwargs[name]
+            continue
+        ty, spec = native_specialize_impl(BaseBackend, positional[name], False, True, True)
+        signature[name] = ty
+        if ty == "constexpr":
+            constexprs[(i,)] = spec
+        elif spec:
+            attrs[(i,)] = BaseBackend.parse_attr(spec)
+    t0 = time.perf_counter()
+    kernel = triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32),
+                            options=options)
+    return kernel, time.perf_counter() - t0
+
+
+def _tool(name: str) -> str:
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def resources(cubin: bytes) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True).stdout
+    m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
+    ops = Counter(re.findall(r"\b(HGMMA|HMMA|LDG\.E(?:\.[0-9A-Z]+)*|STG\.E(?:\.[0-9A-Z]+)*|LDL|STL)\b", sass))
+    out = {"regs": int(m[1]), "stack": int(m[2]), "local": int(m[4])} if m else {}
+    out["sass"] = dict(ops)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--blocks", default=",".join(GOOGLENET_BLOCKS))
+    p.add_argument("--batches", default="1,256")
+    p.add_argument("--dtype", default="fp16", choices=list(DTYPES))
+    p.add_argument("--layout", default="channels_last", choices=["channels_last", "nchw"])
+    p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 80: A100)")
+    p.add_argument("--sms", type=int, default=132)
+    p.add_argument("--candidates", action="store_true", help="every autotune candidate, not the heuristic")
+    a = p.parse_args()
+    dtype = DTYPES[a.dtype]
+    print(f"triton {triton.__version__}, sm_{a.arch}, {a.dtype} {a.layout}")
+    print(f"{'block':5} {'n':>4} {'config':58} {'regs':>4} {'stack':>5} {'smem':>6} {'s':>5}  sass")
+    for name in a.blocks.split(","):
+        spec = googlenet_spec(name)
+        hw = GOOGLENET_SPATIAL[name]
+        block = FusedInception.from_spec(spec, dtype=dtype).eval()
+        for n in (int(b) for b in a.batches.split(",")):
+            x = torch.randn(n, spec.in_channels, hw, hw, dtype=dtype)
+            if a.layout == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            cfgs = (tk.candidate_configs(spec, hw, hw, dtype) if a.candidates
+                    else [tk.default_config(spec, hw, hw, n, a.sms, dtype)])
+            for cfg in cfgs:
+                args, kwargs = capture_launch(x, block, cfg, a.sms)
+                kernel, secs = compile_case(args, kwargs, a.arch)
+                r = resources(kernel.asm["cubin"])
+                c = (f"{cfg.th}x{cfg.tw} bn{cfg.bn} bk{cfg.bk} br{cfg.br} hc{cfg.hc} g{cfg.kxk_group} "
+                     f"w{cfg.num_warps} s{cfg.num_stages}")
+                sass = " ".join(f"{k}:{v}" for k, v in sorted(r["sass"].items()))
+                print(f"{name:5} {n:>4} {c:58} {r.get('regs', '?'):>4} {r.get('stack', '?'):>5} "
+                      f"{kernel.metadata.shared:>6} {secs:>5.1f}  {sass}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
