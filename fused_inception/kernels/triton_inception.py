@@ -331,6 +331,11 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+@functools.cache
+def _device_name(device_index: int) -> str:
+    return torch.cuda.get_device_name(device_index)
+
+
 # -- autotuning -----------------------------------------------------------------------------------
 # Key: block shape, map size, dtype, layout, device and a power-of-two batch bucket (so batch 1
 # and batch 256 may pick different tiles, but batch 200 and 256 share a result). Results live in
@@ -342,7 +347,7 @@ _TUNE_LOCK = threading.Lock()
 def _tune_key(x: torch.Tensor, spec: InceptionSpec) -> str:
     n, _, h, w = x.shape
     layout = "cl" if _conv_memory_format(x) == torch.channels_last else "nchw"
-    dev = torch.cuda.get_device_name(x.device) if x.is_cuda else x.device.type
+    dev = _device_name(_device_index(x)) if x.is_cuda else x.device.type
     bucket = min(triton.next_power_of_2(max(n, 1)), 256)
     return (f"{dev}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|relu{int(spec.relu)}|"
             f"{h}x{w}|{str(x.dtype).removeprefix('torch.')}|{layout}|{_dot_precision(x.dtype)}|n{bucket}")
@@ -414,13 +419,12 @@ def _pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) ->
     n, _, h, w = x.shape
     if not x.is_cuda:
         return default_config(spec, h, w, dtype=x.dtype)
+    cfg = _TUNED.get(_tune_key(x, spec))
+    if cfg is not None:
+        return cfg
     if os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
-        # No timing (switched off, or inside a CUDA graph capture): the heuristic, batch-aware.
-        key = _tune_key(x, spec)
-        return _TUNED.get(key) or default_config(spec, h, w, n, _sm_count(_device_index(x)), x.dtype)
-    key = _tune_key(x, spec)
-    if key in _TUNED:
-        return _TUNED[key]
+        # No timing (switched off, or inside a CUDA graph capture): the batch-aware heuristic.
+        return default_config(spec, h, w, n, _sm_count(_device_index(x)), x.dtype)
     return autotune(x, packed, spec)
 
 
