@@ -14,7 +14,7 @@ import argparse
 import triton
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
-from fused_inception.kernels.triton_inception import default_config
+from fused_inception.kernels.triton_inception import _work_items, default_config, reduce_chunks, scratch_shape
 
 
 def analyse(name: str, n: int, sms: int, cfg=None) -> dict:
@@ -28,27 +28,21 @@ def analyse(name: str, n: int, sms: int, cfg=None) -> dict:
     useful = 2 * n * hw * hw * (s.in_channels * (s.ch1x1 + s.ch3x3red + s.ch5x5red + s.pool_proj)
                                 + s.k3**2 * s.ch3x3red * s.ch3x3 + s.k5**2 * s.ch5x5red * s.ch5x5)
     done = 0
-    items = 0
     g = cfg.group(s)
-    for cred, cout, k in ((s.ch3x3red, s.ch3x3, s.k3), (s.ch5x5red, s.ch5x5, s.k5)):
-        nb = triton.cdiv(cout, cfg.bn)
-        n_items = triton.cdiv(cout, cfg.bn * g)
-        items += n_items
+    branches = zip((s.ch3x3red, s.ch5x5red), (s.ch3x3, s.ch5x5), (s.k3, s.k5), reduce_chunks(s, cfg))
+    for cred, cout, k, br in branches:
         halo = triton.cdiv((cfg.th + k - 1) * (cfg.tw + k - 1), cfg.hc) * cfg.hc
-        br = min(cfg.br, max(16, triton.next_power_of_2(cred)))
         cr = triton.cdiv(cred, br) * br
-        done += n_items * 2 * halo * s.in_channels * cr + nb * 2 * bm * k * k * cr * cfg.bn
+        done += triton.cdiv(cout, cfg.bn * g) * 2 * halo * s.in_channels * cr
+        done += triton.cdiv(cout, cfg.bn) * 2 * bm * k * k * cr * cfg.bn
     for cout in (s.ch1x1, s.pool_proj):
-        nb = triton.cdiv(cout, cfg.bn)
-        items += nb
-        done += nb * 2 * bm * s.in_channels * cfg.bn
+        done += triton.cdiv(cout, cfg.bn) * 2 * bm * s.in_channels * cfg.bn
     done *= n * tiles
-    work = items * n * tiles
+    work = _work_items(s, cfg, n, hw, hw)
+    items = work // (n * tiles)
     grid = min(work, sms * cfg.programs_per_sm)
-    halo_pix = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (s.k3, s.k5))
-    cr_max = max(triton.cdiv(c, b) * b for c in (s.ch3x3red, s.ch5x5red)
-                 for b in [min(cfg.br, max(16, triton.next_power_of_2(c)))])
-    scratch = grid * triton.cdiv(halo_pix, cfg.hc) * cfg.hc * cr_max * 2
+    pix, chans = scratch_shape(s, cfg)
+    scratch = grid * pix * chans * 2  # fp16
     return {"block": name, "n": n, "tile": f"{cfg.th}x{cfg.tw}", "bn": cfg.bn, "items": items,
             "work": work, "waves": work / (sms * cfg.programs_per_sm), "useful_gflop": useful / 1e9,
             "overhead": done / useful, "scratch_mb": scratch / 2**20}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
 from .reference import UnitTensors
@@ -188,7 +187,3 @@ def parse_inception(block: nn.Module, path: str = "") -> InceptionParts:
                          bn_eps=eps, relu=relu)
     return InceptionParts(names, units, pool, spec)
 
-
-def block_dtype_device(parts: InceptionParts) -> tuple[torch.dtype, torch.device]:
-    w = parts.units[0].conv.weight
-    return w.dtype, w.device

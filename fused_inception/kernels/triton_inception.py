@@ -280,6 +280,21 @@ def _work_items(spec: InceptionSpec, cfg: TileConfig, n: int, h: int, w: int) ->
     return items * n * triton.cdiv(h, cfg.th) * triton.cdiv(w, cfg.tw)
 
 
+def reduce_chunks(spec: InceptionSpec, cfg: TileConfig) -> tuple[int, int]:
+    """Reduce-channel chunk of the two KxK branches: the smallest power of two that covers each
+    reduce width, up to ``cfg.br`` (the "5x5" reduce is often 16-48 channels wide)."""
+    br3, br5 = (min(cfg.br, _pow2_at_least(c, 16, 128)) for c in (spec.ch3x3red, spec.ch5x5red))
+    return br3, br5
+
+
+def scratch_shape(spec: InceptionSpec, cfg: TileConfig) -> tuple[int, int]:
+    """(pixels, channels) of one program's halo scratch, padded to whole HC / BR chunks."""
+    br3, br5 = reduce_chunks(spec, cfg)
+    halo = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (spec.k3, spec.k5))
+    return (triton.cdiv(halo, cfg.hc) * cfg.hc,
+            max(triton.cdiv(spec.ch3x3red, br3) * br3, triton.cdiv(spec.ch5x5red, br5) * br5))
+
+
 def _small_batch(cfg: TileConfig) -> TileConfig:
     """8x8 tiles, 32-channel blocks, one block per KxK item: the most work items (the reduce is
     recomputed per item), for batches too small to fill the GPU otherwise."""
@@ -463,11 +478,8 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
         else:
             max_programs = total_work
     grid = min(total_work, max_programs)
-    halo = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (spec.k3, spec.k5))
-    scratch_pix = triton.cdiv(halo, cfg.hc) * cfg.hc
-    # Reduce-channel chunks per branch: the "5x5" reduce is often 16-48 channels wide.
-    br3, br5 = (min(cfg.br, _pow2_at_least(c, 16, 128)) for c in (spec.ch3x3red, spec.ch5x5red))
-    scratch_c = max(triton.cdiv(spec.ch3x3red, br3) * br3, triton.cdiv(spec.ch5x5red, br5) * br5)
+    br3, br5 = reduce_chunks(spec, cfg)
+    scratch_pix, scratch_c = scratch_shape(spec, cfg)
     scratch = torch.empty((grid, scratch_pix, scratch_c), dtype=x.dtype, device=x.device)
     upcast = interpreting() and x.dtype == torch.bfloat16
     inception_fwd_kernel[(grid,)](
