@@ -84,6 +84,7 @@ def test_bench_googlenet_cpu_pass(tmp_path):
     assert backends.pop("inception3a") == "triton" and set(backends.values()) == {"reference"}
 
 
+@pytest.mark.slow  # a GPU session's script; its dry run costs the default tier ~10 s of interpreter
 def test_sanitize_cases_dry_run_on_cpu():  # the script switches the interpreter on itself
     r = run_script("sanitize_cases.py", "--device", "cpu", "--quick", "--impls", "triton")
     assert r.returncode == 0, r.stdout + r.stderr

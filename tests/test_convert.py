@@ -114,7 +114,8 @@ def test_relu_less_blocks_convert():
 
 @pytest.mark.parametrize("variant,backend", [
     ("paper", "reference"),
-    pytest.param("torchvision", "auto", marks=requires_interpreter, id="torchvision-auto"),
+    # slow: all nine blocks in the interpreter (~30 s); the default tier runs blocks one by one.
+    pytest.param("torchvision", "auto", marks=[requires_interpreter, pytest.mark.slow], id="torchvision-auto"),
 ])
 def test_googlenet_convert_same_logits(variant, backend):
     model = randomize_(fi.models.googlenet(variant, num_classes=10)).eval()

@@ -213,6 +213,7 @@ _ARCHS = {"tc": 900, "fma": 600}  # WMMA for fp16/bf16 (sm_90) / FMA everywhere 
 
 
 @requires_emulator
+@pytest.mark.fast_cases("3a-torchvision-fp16-channels_last", "4d-paper-fp32-nchw", "5a-paper-bf16-sliced")
 @pytest.mark.parametrize("name,variant,dt,layout", [
     (name, ("torchvision", "paper")[i % 2], *(("fp16", "channels_last"), ("bf16", "sliced"), ("fp32", "nchw"))[i % 3])
     for i, name in enumerate(GOOGLENET_BLOCKS)
@@ -223,6 +224,8 @@ def test_emulated_googlenet_blocks(builds, name, variant, dt, layout):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("tc-1x1x1x1x1x1x1-1x1-fp16", "tc-33x70x33x65x40x19x7-9x10-bf16",
+                        "fma-33x19x17x7x1x3x33-13x17-fp16")
 @pytest.mark.parametrize("channels,hw,dt", [
     ((1, 1, 1, 1, 1, 1, 1), (1, 1), "fp16"),
     ((7, 7, 7, 7, 7, 7, 7), (5, 5), "bf16"),
@@ -238,6 +241,7 @@ def test_emulated_odd_shapes(builds, channels, hw, dt, arch):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("k1-k7", "k3-k5")
 @pytest.mark.parametrize("k3,k5", [(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 3), (3, 5), (5, 1)],
                          ids=lambda k: f"k{k}")
 def test_emulated_kernel_sizes(builds, k3, k5):
@@ -246,6 +250,7 @@ def test_emulated_kernel_sizes(builds, k3, k5):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("nchw-fp32-relu", "channels_last-fp16-norelu", "sliced-bf16-relu")
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "norelu"])
 @pytest.mark.parametrize("dt", list(DTYPES))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
@@ -255,6 +260,7 @@ def test_emulated_dtypes_layouts_relu(builds, layout, dt, relu):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("5")
 @pytest.mark.parametrize("k", [3, 5, 7])
 def test_emulated_halo_is_zero_padded_after_relu(builds, k):
     # Strongly positive biases: relu(bias) != 0, so a halo padded with the reduce of a zero input
@@ -264,6 +270,7 @@ def test_emulated_halo_is_zero_padded_after_relu(builds, k):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("grid5")
 @pytest.mark.parametrize("grid", [1, 5, 1000], ids=lambda g: f"grid{g}")
 def test_emulated_grid_stride_loop(builds, grid):
     # Fewer blocks than work items: each block loops; more: the extra blocks find no work.
@@ -271,6 +278,8 @@ def test_emulated_grid_stride_loop(builds, grid):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("vector-40x24x40x72x8x16x8-fp16-x1-out1-weights1",
+                        "scalar-36x24x12x20x8x16x8-fp16-x0-out0-weights1")
 @pytest.mark.parametrize("channels,dt,paths", [
     # Channel counts that are multiples of the 16-byte vector: every vector path, ragged tails
     # (40 = 32 + 8 input channels, 72 = 64 + 8 outputs).
@@ -288,6 +297,7 @@ def test_emulated_vector_paths(builds, channels, dt, paths, vector):
 
 
 @requires_emulator
+@pytest.mark.fast_cases("bf16")
 @pytest.mark.parametrize("dt", list(DTYPES))
 def test_emulated_nan_and_inf_propagate_like_the_reference(builds, dt):
     emulate_case(builds, InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=3, k5=5), 2, 9, 9, DTYPES[dt], specials=True)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMEM_LIMIT = {90: 227 * 1024, 80: 163 * 1024}  # max dynamic shared memory per block
 
 
+@pytest.mark.fast_cases("fp16-90", "bf16-90")
 @pytest.mark.parametrize("dtype,arch", [("fp16", 90), ("bf16", 90), ("fp32", 90), ("fp16", 80)],
                          ids=lambda v: str(v))
 def test_kernel_compiles_for_gpu_and_fits_an_sm(dtype, arch):

@@ -87,6 +87,8 @@ def assert_grads_match(block: nn.Module, x: torch.Tensor, ref_dx, ref_grads, tol
 
 
 # -- the registered op -------------------------------------------------------------------------
+@pytest.mark.fast_cases("triton-fp32-channels_last", "triton-fp16-nchw",
+                        "triton-bf16-channels_last", "reference-fp32-nchw")
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dt", list(DTYPES))
 @pytest.mark.parametrize("impl", [pytest.param("triton", marks=requires_interpreter), "reference"])

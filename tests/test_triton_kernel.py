@@ -42,6 +42,7 @@ def check(spec, n, h, w, dtype=torch.float32, layout="nchw", bias_shift=0.0, **k
 _ROT = [("fp16", "channels_last"), ("fp32", "nchw"), ("bf16", "sliced")]
 
 
+@pytest.mark.fast_cases("3a-torchvision-fp16-channels_last", "3a-paper-fp32-nchw")
 @pytest.mark.parametrize("name,variant,dt,layout", [
     (name, variant, *_ROT[i % 3])
     for i, (name, variant) in enumerate((n, v) for n in GOOGLENET_BLOCKS for v in ("torchvision", "paper"))
@@ -52,6 +53,7 @@ def test_googlenet_blocks(name, variant, dt, layout):
     check(googlenet_spec(name, variant), 1, h, w, DTYPES[dt], layout)
 
 
+@pytest.mark.fast_cases("1x1-ch1-1-1-1-1-1-1", "5x5-ch33-19-17-7-1-3-33", "13x17-ch19-5-3-33-7-19-1")
 @pytest.mark.parametrize("channels", [
     (1, 1, 1, 1, 1, 1, 1), (7, 7, 7, 7, 7, 7, 7), (19, 5, 3, 33, 7, 19, 1), (33, 19, 17, 7, 1, 3, 33),
 ], ids=lambda c: "ch" + "-".join(map(str, c)))
@@ -60,12 +62,14 @@ def test_odd_shapes(channels, hw):
     check(InceptionSpec(*channels, k3=3, k5=5), 2, *hw)
 
 
+@pytest.mark.fast_cases("k1-k7", "k3-k5")
 @pytest.mark.parametrize("k3,k5", [(1, 1), (3, 3), (5, 5), (7, 7), (1, 7), (7, 3), (3, 5), (5, 1)],
                          ids=lambda k: f"k{k}")
 def test_kernel_sizes(k3, k5):
     check(InceptionSpec(9, 4, 6, 8, 3, 5, 4, k3=k3, k5=k5), 2, 9, 11)
 
 
+@pytest.mark.fast_cases("nobias-nobn-norelu", "bias-bn-norelu")
 @pytest.mark.parametrize("relu", [True, False], ids=["relu", "norelu"])
 @pytest.mark.parametrize("bn", [True, False], ids=["bn", "nobn"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -73,12 +77,14 @@ def test_variants(relu, bn, bias):
     check(InceptionSpec(10, 4, 6, 8, 3, 5, 4, k3=3, k5=5, relu=relu, batch_norm=bn, bias=bias), 2, 7, 9)
 
 
+@pytest.mark.fast_cases("fp32-nchw", "fp16-channels_last", "bf16-sliced")
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
 @pytest.mark.parametrize("dt", list(DTYPES))
 def test_dtypes_and_layouts(dt, layout):
     check(InceptionSpec(20, 8, 12, 16, 4, 8, 8, k3=3, k5=5), 2, 9, 10, DTYPES[dt], layout)
 
 
+@pytest.mark.fast_cases("5")
 @pytest.mark.parametrize("k", [3, 5, 7])
 def test_halo_is_zero_padded_after_relu(k):
     # Strongly positive biases: relu(bias) != 0, so padding the halo with the reduce of a zero
@@ -86,6 +92,7 @@ def test_halo_is_zero_padded_after_relu(k):
     check(InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=k, k5=k, bias=True, batch_norm=False), 2, 9, 9, bias_shift=3.0)
 
 
+@pytest.mark.fast_cases("8x16-bn32-bk16-br16-hc64-g0-progs1", "16x8-bn16-bk32-br32-hc32-g2-progsNone")
 @pytest.mark.parametrize("cfg,max_programs", [
     (TileConfig(th=4, tw=4, bn=16, bk=16, br=16, hc=16, kxk_group=1), 3),
     (TileConfig(th=8, tw=16, bn=32, bk=16, br=16, hc=64), 1),
@@ -99,6 +106,7 @@ def test_tile_configs_and_persistent_grid(cfg, max_programs):
     check(InceptionSpec(24, 20, 18, 36, 17, 20, 17, k3=3, k5=5), 1, 9, 11, config=cfg, max_programs=max_programs)
 
 
+@pytest.mark.fast_cases("fp16")
 @pytest.mark.parametrize("dt", ["fp32", "fp16"])
 def test_nan_and_inf_propagate_like_the_reference(dt):
     spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=3, k5=5)
