@@ -34,8 +34,10 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 NO_CUDA_MESSAGE = (
     "CUDA is not available: timings need a CUDA GPU, so no timing is done here.\n"
-    "Running a small correctness pass instead: every provider that can run on CPU (the PyTorch\n"
-    "reference and the fused Triton kernel in Triton's interpreter) against an fp64 reference."
+    "On a GPU this prints {gpu_output}.\n"
+    "Running a small correctness pass instead: every provider that can run on CPU (eager PyTorch,\n"
+    "torch.compile with Inductor's C++ backend, the fused Triton kernel in Triton's interpreter)\n"
+    "against an fp64 reference."
 )
 
 def use_interpreter_if_no_cuda(force_cpu: bool = False) -> bool:
@@ -295,7 +297,8 @@ PEERS = ("eager", "eager-graph", "compile")
 FUSED = ("fused-triton", "fused-triton-graph", "fused-cuda", "fused-cuda-graph")
 ALL_PROVIDERS = PEERS + FUSED
 DEFAULT_PROVIDERS = ("eager", "eager-graph", "compile", "fused-triton", "fused-triton-graph", "fused-cuda")
-CPU_PROVIDERS = ("eager", "fused-triton")  # what can run without CUDA (fused-triton: interpreter)
+# What runs without CUDA: eager, compile (Inductor's C++ backend) and fused-triton (Triton's interpreter).
+CPU_PROVIDERS = ("eager", "compile", "fused-triton")
 
 PROVIDER_HELP = (
     "eager: the reference PyTorch module, BN folded with torch.nn.utils.fusion, cuDNN with "
@@ -888,13 +891,15 @@ def save_figure(plt, fig, path: Path) -> bool:
 
 # -- the driver of bench_block.py and bench_googlenet.py ------------------------------------------
 def set_up_run(prog: str, args: argparse.Namespace,
-               resolve: Callable[[argparse.Namespace, bool], argparse.Namespace]):
+               resolve: Callable[[argparse.Namespace, bool], argparse.Namespace], gpu_output: str):
     """CUDA or the CPU pass (the interpreter switched on first), the package imported, the
-    arguments resolved for that mode. Returns ``(args, cuda, fused_inception)``; ``args`` is None
-    after a bad argument was reported (the caller exits with 2)."""
+    arguments resolved for that mode. ``gpu_output``: what the script prints on a GPU, in a few
+    words, told to whoever runs it without one. Returns ``(args, cuda, fused_inception)``;
+    ``args`` is None after a bad argument was reported (the caller exits with 2)."""
     cuda = use_interpreter_if_no_cuda(force_cpu=args.cpu)
     if not cuda:
-        print(NO_CUDA_MESSAGE if not args.cpu else "--cpu: correctness pass on CPU, no timing.")
+        print(NO_CUDA_MESSAGE.format(gpu_output=gpu_output) if not args.cpu
+              else "--cpu: correctness pass on CPU, no timing.")
     fi = import_fused_inception()
     try:
         args = resolve(args, cuda)

@@ -7,9 +7,11 @@ mode, every provider. The run first measures its own ceilings (device copy bandw
 rate), checks each provider against an fp64 reference, then times it. Results: a table on stdout,
 and JSON (every number and the environment), the table and a PNG under benchmarks/results/.
 
-Without CUDA it says so and runs a correctness pass instead (no timing): the PyTorch reference and
-the fused Triton kernel in Triton's interpreter, at a tiny size (block 3a, batch 2, 5x5, fp32 by
-default; the interpreter is slow), and exits 0 when every check passes.
+Without CUDA it says so and what a GPU run prints, and runs a correctness pass instead (no
+timing): eager PyTorch, torch.compile (Inductor's C++ backend, default mode: without CUDA graphs
+max-autotune only adds autotuning time) and the fused Triton kernel in Triton's interpreter, at a tiny
+size (block 3a, batch 2, 5x5, fp32 by default; the interpreter is slow), and exits 0 when every
+check passes.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ from pathlib import Path
 import _common as C
 import torch
 
-GPU_DEFAULTS = {"blocks": "all", "batches": "1,32,256", "dtype": "fp16", "spatial": None}
-CPU_DEFAULTS = {"blocks": "3a", "batches": "2", "dtype": "fp32", "spatial": 5}
+GPU_DEFAULTS = {"blocks": "all", "batches": "1,32,256", "dtype": "fp16", "spatial": None,
+                "compile_mode": "max-autotune"}
+CPU_DEFAULTS = {"blocks": "3a", "batches": "2", "dtype": "fp32", "spatial": 5, "compile_mode": "default"}
+GPU_OUTPUT = ("a table per block, batch and dtype: median and p20-p80 time, TFLOP/s, GB/s, % of the roofline "
+              "floor and the speedup over eager, eager-graph and torch.compile, saved with JSON and a PNG "
+              "in benchmarks/results/")
 BLOCK_NAMES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")  # == fused_inception.GOOGLENET_BLOCKS
 
 
@@ -53,9 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--launch-bound-us", type=float, default=20.0,
                    help="--timing auto uses 'loop' below this roofline floor (microseconds)")
     p.add_argument("--max-buffers", type=int, default=64, help="most input buffers rotated per case")
-    p.add_argument("--compile-mode", default="max-autotune",
+    p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode of the 'compile' provider (max-autotune uses CUDA graphs and "
-                        "autotunes; reduce-overhead compiles much faster)")
+                        "autotunes; reduce-overhead compiles much faster) "
+                        f"[GPU: {GPU_DEFAULTS['compile_mode']}; CPU: {CPU_DEFAULTS['compile_mode']}]")
     p.add_argument("--compile-dynamic", action="store_true",
                    help="torch.compile(dynamic=None) (PyTorch's automatic dynamic shapes: fewer recompiles "
                         "across batch sizes) instead of one static compile per shape")
@@ -81,6 +88,7 @@ def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     args.dtype = C.parse_list(args.dtype or d["dtype"], C.DTYPE_CHOICES, "dtype")
     args.layout = C.parse_list(args.layout, ("channels_last", "nchw"), "layout")
     args.providers = C.parse_list(args.providers, C.ALL_PROVIDERS, "provider")
+    args.compile_mode = args.compile_mode or d["compile_mode"]
     if args.spatial is None:
         args.spatial = d["spatial"]
     if args.spatial is not None and args.spatial < 1:
@@ -191,7 +199,8 @@ def cpu_table(data: dict) -> str:
                          r.get("status", "-").upper() if r.get("status") in ("mismatch", "error") else r.get("status"),
                          C.fmt(r.get("rel_err"), 2), f"{c['tolerance']:g}", C.fmt(wall, 2) if wall else "-",
                          r.get("message", "")[:70]])
-    return ("correctness pass (CPU, no timing; 'wall s' is the interpreter's time, not a benchmark)\n"
+    return ("correctness pass (CPU, no timing; 'wall s' is preparation (compile, packing) and the checked forward "
+            "in the interpreter or on CPU, not a benchmark)\n"
             + C.format_table(headers, rows, right=(1, 7, 8, 9)))
 
 
@@ -217,7 +226,7 @@ def plot(data: dict, path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cuda, fi = C.set_up_run("bench_block.py", parse_args(argv), resolve)
+    args, cuda, fi = C.set_up_run("bench_block.py", parse_args(argv), resolve, GPU_OUTPUT)
     if args is None:
         return 2
     runner = Runner(fi, args, cuda)

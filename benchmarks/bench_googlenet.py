@@ -9,10 +9,12 @@ blocks fused, the stem's BatchNorms folded). Each provider's logits are checked 
 reference before timing. Reports images/s (median, p20-p80), TFLOP/s and speedups; writes JSON,
 the table and a PNG under benchmarks/results/.
 
-Without CUDA it says so and runs a correctness pass instead (no timing): the PyTorch reference and
-the converted network with block 3a on Triton's interpreter (the other blocks converted too, on
-their PyTorch reference path: the interpreter takes seconds per block), at 32x32 images, batch 1,
-fp32, and exits 0 when every check passes.
+Without CUDA it says so and what a GPU run prints, and runs a correctness pass instead (no
+timing): the PyTorch reference and the converted network with block 3a on Triton's interpreter
+(the other blocks converted too, on their PyTorch reference path: the interpreter takes seconds
+per block), at 32x32 images, batch 1, fp32, and exits 0 when every check passes. The 'compile'
+provider is left out of it unless asked for (--providers): Inductor compiles the whole network on
+CPU for a minute or two; bench_block.py's CPU pass covers compile.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ import _common as C
 import torch
 
 BLOCK_NAMES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
-GPU_DEFAULTS = {"dtype": "fp16,fp32", "batches": "1,32,256", "extra": "fp32:10", "image_size": 224}
-CPU_DEFAULTS = {"dtype": "fp32", "batches": "1", "extra": "none", "image_size": 32}
+GPU_DEFAULTS = {"dtype": "fp16,fp32", "batches": "1,32,256", "extra": "fp32:10", "image_size": 224,
+                "providers": ",".join(C.DEFAULT_PROVIDERS), "compile_mode": "max-autotune"}
+CPU_DEFAULTS = {"dtype": "fp32", "batches": "1", "extra": "none", "image_size": 32,
+                "providers": ",".join(p for p in C.DEFAULT_PROVIDERS if p != "compile"), "compile_mode": "default"}
+GPU_OUTPUT = ("images/s (median, p20-p80), TFLOP/s and the speedup over eager, eager-graph and torch.compile per "
+              "dtype and batch, saved with JSON and a PNG in benchmarks/results/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,8 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=None,
                    help=f"input height = width [GPU: {GPU_DEFAULTS['image_size']}; CPU: {CPU_DEFAULTS['image_size']}]")
     p.add_argument("--layout", choices=("channels_last", "nchw"), default="channels_last", help="memory layout")
-    p.add_argument("--providers", default=",".join(C.DEFAULT_PROVIDERS),
-                   help=f"comma-separated, from {','.join(C.ALL_PROVIDERS)} or 'all'. {C.PROVIDER_HELP}")
+    p.add_argument("--providers", default=None,
+                   help=f"comma-separated, from {','.join(C.ALL_PROVIDERS)} or 'all'. {C.PROVIDER_HELP} "
+                        f"[GPU: {GPU_DEFAULTS['providers']}; CPU: {CPU_DEFAULTS['providers']}]")
     p.add_argument("--warmup", type=float, default=25, help="warm-up time per provider and case, ms")
     p.add_argument("--rep", "--reps", type=float, default=200, help="measurement time per provider and case, ms")
     p.add_argument("--timing", choices=("loop", "events"), default="loop",
@@ -55,7 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "than 2x L2, 20 windows (median, p20, p80): steady-state images/s; events: "
                         "triton.testing.do_bench (per-call events, L2 flushed before each call)")
     p.add_argument("--max-buffers", type=int, default=16, help="most input batches rotated per case")
-    p.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode of the 'compile' provider")
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode of the 'compile' provider "
+                        f"[GPU: {GPU_DEFAULTS['compile_mode']}; CPU: {CPU_DEFAULTS['compile_mode']}]")
     p.add_argument("--compile-dynamic", action="store_true",
                    help="torch.compile(dynamic=None) (automatic dynamic shapes) instead of static shapes")
     p.add_argument("--cpu-fused-blocks", default="3a",
@@ -89,7 +98,8 @@ def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     args.image_size = args.image_size or d["image_size"]
     if args.image_size < 16:
         raise ValueError("--image-size must be >= 16 (GoogLeNet downsamples by 32)")
-    args.providers = C.parse_list(args.providers, C.ALL_PROVIDERS, "provider")
+    args.providers = C.parse_list(args.providers or d["providers"], C.ALL_PROVIDERS, "provider")
+    args.compile_mode = args.compile_mode or d["compile_mode"]
     blocks = C.parse_list(args.cpu_fused_blocks, BLOCK_NAMES, "block")
     args.cpu_fused_paths = [f"inception{b}" for b in blocks]
     if args.out is None and cuda:
@@ -205,7 +215,8 @@ def cpu_table(data: dict) -> str:
             rows.append([c["dtype"], c["batch"], c["image_size"], c["layout"], name,
                          st.upper() if st in ("mismatch", "error") else st, C.fmt(r.get("rel_err"), 2),
                          f"{c['tolerance']:g}", C.fmt(wall, 2) if wall else "-", note[:90]])
-    return ("correctness pass (CPU, no timing; 'wall s' is the interpreter's time, not a benchmark)\n"
+    return ("correctness pass (CPU, no timing; 'wall s' is preparation (packing) and the checked forward in the "
+            "interpreter or on CPU, not a benchmark)\n"
             + C.format_table(headers, rows, right=(1, 2, 6, 7, 8)))
 
 
@@ -229,12 +240,15 @@ def plot(data: dict, path: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cuda, fi = C.set_up_run("bench_googlenet.py", parse_args(argv), resolve)
+    args, cuda, fi = C.set_up_run("bench_googlenet.py", parse_args(argv), resolve, GPU_OUTPUT)
     if args is None:
         return 2
     if not cuda:
         print(f"CPU pass: the converted network runs blocks {','.join(args.cpu_fused_paths)} on the Triton "
               "interpreter and the other converted blocks on their PyTorch reference path.")
+        if "compile" not in args.providers:
+            print("'compile' is left out (Inductor compiles the whole network on CPU for a minute or two); "
+                  "--providers eager,compile,fused-triton adds it.")
     runner = Runner(fi, args, cuda)
     data = C.start_run("bench_googlenet", args, cuda, C.TOLERANCE_MODEL, ceiling_dtypes=[d for d, _ in args.cases],
                        device=runner.device, flops_per_image=runner.flops_per_image)
