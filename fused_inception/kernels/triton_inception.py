@@ -106,12 +106,16 @@ def _pointwise_item(x_img, out_img, w_ptr, bias_ptr, oh0, ow0, c0, H, W,
             # Start from the centre tap, which is inside the image for every valid pixel.
             a = tl.load(x_img + cs[None, :] * sxc + hh[:, None] * sxh + ww[:, None] * sxw,
                         mask=ok, other=0.0)
+            if UPCAST:  # the interpreter (Triton 3.9) compares bf16 as raw bits: max(-1, 0.5) = -1
+                a = a.to(tl.float32)
             for tap in tl.static_range(9):
                 sh = hh + (tap // 3 - 1)
                 sw = ww + (tap % 3 - 1)
                 inside = pix_ok & (sh >= 0) & (sh < H) & (sw >= 0) & (sw < W)
                 v = tl.load(x_img + cs[None, :] * sxc + sh[:, None] * sxh + sw[:, None] * sxw,
                             mask=inside[:, None] & (cs < CIN)[None, :], other=float("-inf"))
+                if UPCAST:
+                    v = v.to(tl.float32)
                 a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)
             # Padded lanes would be -inf and turn into NaN in the GEMM: zero them (in x's dtype:
             # a bf16 tensor and a Python float promote to fp32).
