@@ -1,13 +1,12 @@
 """fused_inception: GoogLeNet's Inception block in one kernel launch."""
 
 from . import models  # noqa: E402  (after the names models.py imports)
+from ._version import __version__ as __version__
 from .convert import ConversionReport, convert
 from .module import BACKENDS, FusedInception
 from .reference import ReferenceInception
 from .spec import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec
 from .structure import NotAnInceptionBlock
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "ConversionReport", "FusedInception", "GOOGLENET_BLOCKS", "GOOGLENET_SPATIAL",

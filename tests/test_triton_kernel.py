@@ -4,12 +4,15 @@ Every case: random parameters and inputs, output pre-filled with NaN (an unwritt
 fails), relative error against the fp64 oracle within the dtype's tolerance.
 """
 
+import json
+from dataclasses import asdict
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fused_inception.kernels.triton_inception as tk
-from fused_inception import GOOGLENET_BLOCKS, InceptionSpec, googlenet_spec
+from fused_inception import GOOGLENET_BLOCKS, InceptionSpec, __version__, googlenet_spec
 from fused_inception.kernels.triton_inception import TileConfig, inception_forward_triton
 
 from .helpers import make_block, make_input, oracle, rel_err, requires_interpreter, tolerance
@@ -212,6 +215,60 @@ def test_autotune_times_candidates_once_per_key_and_caches_on_disk(monkeypatch, 
     monkeypatch.setattr(tk, "_TUNED", {})  # a new process: the result comes from disk
     assert tk.autotune(x, packed, spec, cands, bench=lambda fn: pytest.fail("re-tuned")) == cands[1]
     assert tk._tune_key(make_input(5, 8, 5, 5), spec) != tk._tune_key(x, spec)  # another bucket
+
+
+def _entry(**change):
+    return lambda key, entry: json.dumps({key: {**entry, **change}})
+
+
+def _other_version(key, entry):
+    other = key.replace(f"|fused_inception{__version__}|", "|fused_inception0.0.1|")
+    assert other != key, "the tuning key names the package version"
+    return json.dumps({other: entry})
+
+
+def _without(field):
+    return lambda key, entry: json.dumps({key: {k: v for k, v in entry.items() if k != field}})
+
+
+# Cache files this version must not trust: each is ignored (re-tuned, then overwritten), never raises.
+BAD_CACHES = {
+    "not-json": lambda key, entry: '{"truncated',
+    "top-level-list": lambda key, entry: "[]",
+    "deeply-nested": lambda key, entry: "[" * 100_000,
+    "entry-not-a-dict": lambda key, entry: json.dumps({key: list(entry.values())}),
+    "unknown-field": _entry(tile=4),
+    "missing-field": _without("hc"),
+    "float-tile": _entry(th=4.0),
+    "string-tile": _entry(bn="16"),
+    "bool-field": _entry(kxk_group=True),
+    "zero-tile": _entry(bn=0),
+    "negative-tile": _entry(bk=-16),
+    "non-power-of-two-tile": _entry(br=24),
+    "tile-below-dot-minimum": _entry(hc=8),
+    "non-power-of-two-warps": _entry(num_warps=3),
+    "zero-stages": _entry(num_stages=0),
+    "negative-programs": _entry(programs_per_sm=-1),
+    "negative-group": _entry(kxk_group=-1),
+    "other-package-version": _other_version,
+}
+
+
+@pytest.mark.parametrize("content", list(BAD_CACHES.values()), ids=list(BAD_CACHES))
+def test_autotune_ignores_malformed_or_outdated_cache(monkeypatch, tmp_path, content):
+    monkeypatch.setenv("FUSED_INCEPTION_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tk, "_TUNED", {})
+    spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4)
+    x = make_input(1, 8, 5, 5)
+    cands = [TileConfig(th=4, tw=4, bn=16, bk=16, br=16, hc=16), TileConfig(th=8, tw=8, bn=32, bk=16, br=16)]
+    key = tk._tune_key(x, spec)
+    path = tk._cache_file()
+    path.write_text(content(key, asdict(cands[0])))  # built from the slower candidate: trusting it shows
+    times = iter([2.0, 1.0])
+    packed = make_block(spec).packed_weights(x.dtype)
+    assert tk.autotune(x, packed, spec, cands, bench=lambda fn: next(times)) == cands[1]
+    assert next(times, None) is None, "not re-tuned"
+    assert json.loads(path.read_text())[key] == asdict(cands[1])
 
 
 def test_heuristic_tiles_fill_the_gpu_at_small_batch():

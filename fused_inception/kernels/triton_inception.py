@@ -20,13 +20,14 @@ import functools
 import json
 import os
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
 
+from .._version import __version__
 from ..packing import PackedWeights, _conv_memory_format
 from ..spec import InceptionSpec
 
@@ -258,7 +259,11 @@ class TileConfig:
     programs_per_sm: int = 2  # persistent programs per SM (each owns a scratch slot in L2)
 
     def __post_init__(self) -> None:
-        for name in ("th", "tw", "bn", "bk", "br", "hc"):
+        for f in fields(self):  # a tuning-cache file may hold anything: floats, strings, JSON booleans
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"TileConfig.{f.name} must be an int, got {v!r}")
+        for name in ("th", "tw", "bn", "bk", "br", "hc", "num_warps"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"TileConfig.{name} must be a power of two, got {v}")
@@ -266,6 +271,9 @@ class TileConfig:
             raise ValueError("TileConfig: th*tw, bn, bk, br and hc must be >= 16 (tl.dot's minimum)")
         if self.kxk_group < 0:
             raise ValueError(f"TileConfig.kxk_group must be >= 0, got {self.kxk_group}")
+        if self.num_stages < 1 or self.programs_per_sm < 1:
+            raise ValueError(f"TileConfig.num_stages and programs_per_sm must be >= 1, got {self.num_stages} "
+                             f"and {self.programs_per_sm}")
 
     def group(self, spec: InceptionSpec) -> int:
         """Channel blocks per KxK work item for ``spec``."""
@@ -357,7 +365,8 @@ def _device_name(device_index: int) -> str:
 
 # -- autotuning -----------------------------------------------------------------------------------
 # Key: block shape, map size, dtype, layout, device and a power-of-two batch bucket (so batch 1
-# and batch 256 may pick different tiles, but batch 200 and 256 share a result). Results live in
+# and batch 256 may pick different tiles, but batch 200 and 256 share a result), and the package
+# and Triton versions (another kernel, another compiler: another best tile). Results live in
 # memory and in a JSON file (FUSED_INCEPTION_CACHE_DIR, default ~/.cache/fused_inception).
 _TUNED: dict[str, TileConfig] = {}
 _TUNE_LOCK = threading.Lock()
@@ -368,8 +377,8 @@ def _tune_key(x: torch.Tensor, spec: InceptionSpec) -> str:
     layout = "cl" if _conv_memory_format(x) == torch.channels_last else "nchw"
     dev = _device_name(_device_index(x)) if x.is_cuda else x.device.type
     bucket = min(triton.next_power_of_2(max(n, 1)), 256)
-    return (f"{dev}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|relu{int(spec.relu)}|"
-            f"{h}x{w}|{str(x.dtype).removeprefix('torch.')}|{layout}|{_dot_precision(x.dtype)}|n{bucket}")
+    return (f"{dev}|fused_inception{__version__}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|"
+            f"relu{int(spec.relu)}|{h}x{w}|{str(x.dtype).removeprefix('torch.')}|{layout}|{_dot_precision(x.dtype)}|n{bucket}")
 
 
 def _cache_file() -> Path:
@@ -377,11 +386,27 @@ def _cache_file() -> Path:
     return Path(root) / "triton_autotune.json"
 
 
-def _load_disk_cache() -> dict[str, dict]:
+def _load_disk_cache() -> dict:
+    """The cache file's entries; none when it is missing or not a JSON object. The file is
+    outside our control (half written, hand edited, an older format), so nothing here raises."""
     try:
-        return json.loads(_cache_file().read_text())
-    except (OSError, ValueError):
+        data = json.loads(_cache_file().read_text())
+    except (OSError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in fields(TileConfig))
+
+
+def _config_from_disk(entry: object) -> TileConfig | None:
+    """The cached entry as a TileConfig; None (re-tune) for anything this version did not write."""
+    if not isinstance(entry, dict) or entry.keys() != _CONFIG_FIELDS:
+        return None
+    try:
+        return TileConfig(**entry)
+    except (TypeError, ValueError):
+        return None
 
 
 def _store_disk_cache(key: str, cfg: TileConfig) -> None:
@@ -412,10 +437,10 @@ def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
     with _TUNE_LOCK:
         if key in _TUNED:
             return _TUNED[key]
-        disk = _load_disk_cache().get(key)
+        disk = _config_from_disk(_load_disk_cache().get(key))
         if disk is not None:
-            _TUNED[key] = TileConfig(**disk)
-            return _TUNED[key]
+            _TUNED[key] = disk
+            return disk
         bench = bench or _do_bench
         out = torch.empty((x.shape[0], spec.out_channels, *x.shape[2:]), dtype=x.dtype, device=x.device,
                           memory_format=_conv_memory_format(x))
