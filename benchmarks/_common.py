@@ -64,7 +64,7 @@ def import_fused_inception():
 
 
 def interpreter_on() -> bool:
-    mod = sys.modules.get("fused_inception.kernels.triton_inception")
+    mod = sys.modules.get("fused_inception.kernels")
     return bool(mod is not None and mod.interpreting())
 
 

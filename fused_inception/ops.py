@@ -5,8 +5,9 @@ relu, impl)`` computes the Inception block from packed weights (see ``packing.Pa
 ``impl`` names the implementation:
 
 * ``"triton"``: the one-launch Triton kernel. On CPU tensors it runs in Triton's interpreter when
-  ``TRITON_INTERPRET=1``; otherwise the CPU kernel computes the same function with PyTorch ops
-  (``packed_reference``), so the op exists on every device.
+  ``TRITON_INTERPRET=1``; otherwise (or without Triton) the CPU kernel computes the same function
+  with PyTorch ops (``packed_reference``), so the op exists on every device. On CUDA without Triton
+  it raises a ``RuntimeError`` that says so.
 * ``"cuda"``: the CUDA extension (GPU only; on CPU as above).
 * ``"reference"``: ``packed_reference`` on any device and dtype (float64 included): the
   operator's semantics in PyTorch ops, used to check the autograd formula with ``gradcheck``.
@@ -34,7 +35,7 @@ import threading
 
 import torch
 
-from .kernels.triton_inception import inception_forward_triton, interpreting
+from .kernels import interpreting, require_triton
 from .packing import PackedWeights, _conv_memory_format, packed_reference
 from .spec import InceptionSpec
 
@@ -49,6 +50,14 @@ _INTERPRETER_LOCK = threading.Lock()
 
 def _spec(channels: list[int], k3: int, k5: int, relu: bool) -> InceptionSpec:
     return InceptionSpec(*channels, k3=k3, k5=k5, relu=relu)
+
+
+def _triton_forward(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> torch.Tensor:
+    require_triton()
+    # Imported here, not at the top: the package must import where Triton is absent.
+    from .kernels.triton_inception import inception_forward_triton
+
+    return inception_forward_triton(x, packed, spec)
 
 
 def _check_args(x: torch.Tensor, packed: tuple[torch.Tensor, ...], channels: list[int], k3: int,
@@ -90,14 +99,14 @@ def inception_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w
     if x.device.type == "cpu":
         if impl == "triton" and interpreting():
             with _INTERPRETER_LOCK:
-                return inception_forward_triton(x, packed, spec)
+                return _triton_forward(x, packed, spec)
         return packed_reference(x, packed, spec)
     # Triton and the extension launch on the *current* device's current stream: make that x's device.
     with torch.cuda.device(x.device):
         if impl == "cuda":
             from .cuda_ext import inception_forward_cuda
             return inception_forward_cuda(x, packed, spec)
-        return inception_forward_triton(x, packed, spec)
+        return _triton_forward(x, packed, spec)
 
 
 @inception_forward.register_fake

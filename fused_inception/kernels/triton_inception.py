@@ -26,22 +26,14 @@ from pathlib import Path
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from .._version import __version__
 from ..packing import PackedWeights, _conv_memory_format
 from ..spec import InceptionSpec
+from . import interpreting
 
 __all__ = ["TileConfig", "autotune", "candidate_configs", "default_config", "inception_forward_triton", "interpreting"]
-
-
-# Triton binds a kernel to the interpreter or the compiler when it is defined, so what matters
-# is the environment at import time, not now.
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def interpreting() -> bool:
-    """True when this module's kernels run in Triton's CPU interpreter (set at import time)."""
-    return _INTERPRET
 
 
 @triton.jit
@@ -235,6 +227,14 @@ def inception_fwd_kernel(
             _pointwise_item(x_img, out_img, wp_ptr, bp_ptr, oh0, ow0, (item - N3 - N5 - N1) * BN, H, W,
                             sxc, sxh, sxw, soc, soh, sow, CP, 0, C1 + C3 + C5, CIN, CP, True, RELU,
                             TH, TW, BN, BK, PRECISION, UPCAST)
+
+
+# This module is imported on the first launch, after the package fixed the mode (interpreting()):
+# a TRITON_INTERPRET changed in between would bind the kernel the other way.
+if isinstance(inception_fwd_kernel, InterpretedFunction) != interpreting():
+    raise RuntimeError(f"Triton's interpreter is {'on' if interpreting() else 'off'} for fused_inception "
+                       "(TRITON_INTERPRET when it was imported) but not for Triton now: set TRITON_INTERPRET "
+                       "before importing fused_inception and leave it")
 
 
 @dataclass(frozen=True)
