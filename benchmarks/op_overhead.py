@@ -5,7 +5,7 @@ Paths timed (same inputs, same tile config, fused path only):
   custom_op   torch.ops.fused_inception.inception_forward(...)         (what the module calls)
   triton_op   the same launcher registered with torch.library.triton_op (eager: no wrap_triton needed)
   module      FusedInception.forward under torch.no_grad()            (input checks + cache lookup + op)
-  module+grad FusedInception.forward with requires_grad parameters    (+ _Repack, autograd bookkeeping)
+  module+grad FusedInception.forward with requires_grad parameters    (+ folding each call, autograd)
 
 Each path: warm-up, then `iters` back-to-back calls; "wall" is the mean time per call with one
 synchronize at the end (at batch 1 this is host-bound), "gpu" the kernel time (do_bench median).

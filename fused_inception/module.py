@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import cuda_ext
-from .kernels.triton_inception import interpreting
+from .kernels import interpreting, require_triton, triton_available
 from .ops import inception_forward
-from .packing import PackedWeights, pack_weights, pack_weights_differentiable
-from .reference import UnitTensors, build_branches
+from .packing import PackedWeights, conv_memory_format, pack_weights, pack_weights_differentiable
+from .reference import build_branches
 from .spec import InceptionSpec
-from .structure import InceptionParts, parse_inception
+from .structure import InceptionParts, NotAnInceptionBlock, fusion_bypasses, hook_dicts, parse_inception
 
-__all__ = ["FusedInception", "BACKENDS", "FUSED_DTYPES", "pack_weights_differentiable"]
+__all__ = ["FusedInception", "BACKENDS", "FUSED_DTYPES", "invalidate_caches"]
 
 BACKENDS = ("auto", "reference", "triton", "cuda")
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -33,50 +35,107 @@ def _check_backend(name: object, where: str) -> str:
     return name  # type: ignore[return-value]
 
 
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast gives a conv on ``x``'s device now, or None (also for devices without
+    autocast, such as meta)."""
+    kind = x.device.type
+    if torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return None
+
+
 def _functorch_active() -> bool:
     """True inside a torch.func transform (grad, vmap, jacrev, ...)."""
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
-_PER_UNIT = 6  # weight, bias, bn_weight, bn_bias, bn_mean, bn_var
+# -- when packed weights are stale --------------------------------------------------------------
+# Some writes change a tensor's values without bumping its ``_version``: fused optimizer kernels
+# (``Adam(fused=True)``) and BatchNorm's running-stat update in a training forward. A cache key
+# of (tensor, version) alone would miss them, so the key also holds a global generation bumped
+# after every ``torch.optim`` step (any ``Optimizer`` subclass runs this hook) and BatchNorm's
+# ``num_batches_tracked`` tensor, which every training-mode BatchNorm forward bumps in place.
+_GENERATION = [0]
 
 
-def _units_from_flat(flat: list[torch.Tensor | None], eps: tuple[float, ...]) -> tuple[UnitTensors, ...]:
-    return tuple(UnitTensors(*flat[_PER_UNIT * i: _PER_UNIT * i + _PER_UNIT], bn_eps=e) for i, e in enumerate(eps))
+def invalidate_caches() -> None:
+    """Make every ``FusedInception`` re-fold its weights on its next inference forward.
+
+    Needed only after writes that neither bump a tensor's version nor come from a ``torch.optim``
+    optimizer step: assignments through ``.data`` and in-place collectives such as
+    ``torch.distributed.broadcast`` into a parameter.
+    """
+    _GENERATION[0] += 1
 
 
-class _Repack(torch.autograd.Function):
-    """Connects the cached packed weights to the parameters they were folded from.
+register_optimizer_step_post_hook(lambda *args: invalidate_caches())
 
-    Forward hands back the cache (aliases, no work); backward maps the gradients of the packed
-    tensors to the module's conv weights/biases and BatchNorm affine parameters through the
-    differentiable folding. Eager mode only: under ``torch.compile`` the folding is in the graph.
+
+_NO_TORCHSCRIPT = ("FusedInception does not support TorchScript (torch.jit.script / torch.jit.trace): its forward "
+                   "is a custom operator with Python-side weight folding. Use torch.compile, or torch.export.export "
+                   "for a graph to deploy; fused_inception.unconvert(model) gives plain PyTorch blocks for other "
+                   "exporters.")
+
+
+@dataclass(frozen=True)
+class _Binding:
+    """The block structure the fused path computes, and what tells that it changed.
+
+    ``snapshot``: every module's children and the conv/pool hyper-parameters at parse time, so a
+    replaced, added or removed submodule (a parametrization registers one) or an edited conv is
+    seen on the next forward. ``hooks``: the submodules' hook tables, which the fused kernel would
+    bypass. ``tables``: where each folded tensor lives, as (parameter or buffer table, name), read
+    afresh on every forward. Swapped as one object, so concurrent forwards see one binding.
     """
 
-    @staticmethod
-    def forward(ctx, packed, dtype, eps, *flat):
-        ctx.dtype, ctx.eps = dtype, eps
-        ctx.present = tuple(t is not None for t in flat)
-        ctx.save_for_backward(*(t for t in flat if t is not None))
-        return tuple(t.detach() for t in packed)  # new tensor objects: the cache stays grad-free
+    owner: nn.Module
+    parts: InceptionParts | None
+    error: Exception | None  # why the current structure is not an Inception block
+    watch: tuple
+    snapshot: list
+    hooks: list
+    parametrized: bool
+    batch_norms: tuple[nn.BatchNorm2d, ...]
+    tables: tuple[tuple[dict, str], ...]
 
-    @staticmethod
-    def backward(ctx, *grads):
-        it = iter(ctx.saved_tensors)
-        flat = [next(it) if p else None for p in ctx.present]
-        wanted = [i for i, t in enumerate(flat) if t is not None and ctx.needs_input_grad[3 + i]]
-        result: list[torch.Tensor | None] = [None] * len(flat)
-        if wanted:
-            def pack(*primals):
-                args = list(flat)
-                for i, t in zip(wanted, primals):
-                    args[i] = t
-                return tuple(pack_weights_differentiable(_units_from_flat(args, ctx.eps), ctx.dtype))
 
-            _, vjp_fn = torch.func.vjp(pack, *(flat[i] for i in wanted))
-            for i, g in zip(wanted, vjp_fn(grads)):
-                result[i] = g
-        return (None, None, None, *result)
+def _fingerprint(modules: tuple[nn.Module, ...], convs: tuple[nn.Conv2d, ...], bns: tuple[nn.BatchNorm2d, ...],
+                 pools: tuple[nn.MaxPool2d, ...], units: tuple[nn.Module, ...]) -> list:
+    """What defines the structure: every module's children, the conv, BatchNorm and pool
+    hyper-parameters, a conv unit's ``relu`` flag. Plain attribute reads (instance ``__dict__``:
+    fast, and traceable by Dynamo)."""
+    return [*(m._modules for m in modules),
+            *((c.kernel_size, c.stride, c.padding, c.dilation, c.groups, c.padding_mode, c.in_channels,
+               c.out_channels) for c in convs),
+            *((b.eps, b.track_running_stats) for b in bns),
+            *((p.kernel_size, p.stride, p.padding, p.dilation, p.ceil_mode, p.return_indices) for p in pools),
+            *(u.relu for u in units)]
+
+
+def _tables(parts: InceptionParts) -> tuple[tuple[dict, str], ...]:
+    out: list[tuple[dict, str]] = []
+    for u in parts.units:
+        out += ((u.conv._parameters, "weight"), (u.conv._parameters, "bias"))
+        if u.bn is not None:
+            bn = u.bn
+            out += ((bn._parameters, "weight"), (bn._parameters, "bias"), (bn._buffers, "running_mean"),
+                    (bn._buffers, "running_var"), (bn._buffers, "num_batches_tracked"))
+    return tuple(out)
+
+
+def _bind(owner: nn.Module) -> _Binding:
+    modules = tuple(owner.modules())
+    try:
+        parts, error = parse_inception(owner), None
+    except NotAnInceptionBlock as e:
+        parts, error = None, e
+    of = (lambda cls: tuple(m for m in modules if isinstance(m, cls)))
+    watch = (modules, of(nn.Conv2d), of(nn.BatchNorm2d), of(nn.MaxPool2d),
+             tuple(m for m in modules if isinstance(m.__dict__.get("relu"), bool)))
+    snapshot = [dict(v) if isinstance(v, dict) else v for v in _fingerprint(*watch)]
+    return _Binding(owner, parts, error, watch, snapshot, hook_dicts(modules[1:]),
+                    any(parametrize.is_parametrized(m) for m in modules),
+                    parts.batch_norms() if parts is not None else (), _tables(parts) if parts is not None else ())
 
 
 class FusedInception(nn.Module):
@@ -88,15 +147,16 @@ class FusedInception(nn.Module):
     Parameter and buffer names are those of the mirrored block, so ``state_dict``s load both ways.
 
     ``backend``: ``"auto"`` (fastest available for the input's device; overridden by the
-    ``FUSED_INCEPTION_BACKEND`` environment variable), ``"reference"`` (PyTorch ops), ``"triton"``
-    or ``"cuda"``. After each forward ``last_backend`` names the backend that actually ran.
-    The reference path runs whenever the fused one cannot give PyTorch's semantics: BatchNorm in
-    training mode (batch statistics, running-stat updates by the BatchNorm modules themselves) and
-    inside ``torch.func`` transforms.
+    ``FUSED_INCEPTION_BACKEND`` environment variable), ``"reference"`` (the branches' own
+    forwards, then ``torch.cat``), ``"triton"`` or ``"cuda"``. After each forward
+    ``last_backend`` names the backend that actually ran. "auto" runs the reference path whenever
+    the fused one cannot give PyTorch's semantics: BatchNorm in training mode (batch statistics),
+    inside ``torch.func`` transforms, on the meta device, and when a submodule carries hooks or a
+    parametrization (which a fused forward would skip; an explicit fused backend raises instead).
 
-    Training: gradients reach ``x`` and every parameter (BatchNorm's affine ones through the
-    folding); the backward recomputes the block from ``x``, the only activation it keeps.
-    ``torch.compile(fullgraph=True)``, CUDA graphs and DDP work; see README.
+    Every forward computes with the parameters and buffers as they are now (README, "Caching").
+    Submodules may be replaced after construction: the next forward parses the block again and
+    uses the new structure, or raises ``NotAnInceptionBlock`` if it no longer fits.
     """
 
     last_backend: str | None
@@ -110,7 +170,7 @@ class FusedInception(nn.Module):
                              k3=k3, k5=k5, bias=bias, batch_norm=batch_norm, bn_eps=bn_eps, relu=relu)
         for name, branch in build_branches(spec, device, dtype).items():
             self.add_module(name, branch)
-        self._setup(parse_inception(self), backend)
+        self._setup(backend)
 
     @classmethod
     def from_spec(cls, spec: InceptionSpec, *, backend: str = "auto", device=None, dtype=None) -> FusedInception:
@@ -118,29 +178,59 @@ class FusedInception(nn.Module):
                    bn_eps=spec.bn_eps, relu=spec.relu, backend=backend, device=device, dtype=dtype)
 
     @classmethod
-    def from_module(cls, block: nn.Module, *, backend: str = "auto") -> FusedInception:
+    def from_module(cls, block: nn.Module, *, backend: str = "auto", verify: bool = True) -> FusedInception:
         """A fused block that takes over ``block``'s branches (the same modules: parameters,
         buffers, dtype, device and train/eval mode are shared, not copied).
 
-        Raises ``NotAnInceptionBlock`` (a ``ValueError``) naming the part that does not fit.
+        With ``verify=True`` (the default) ``block``'s own forward is first checked, on a float64
+        probe copy with fresh random weights, in training and in eval mode, to compute the Inception
+        block its structure describes (``convert``'s check). ``verify=False`` skips that check: the
+        fused block then computes what the structure describes whatever ``block.forward`` did, so
+        a different concat order, an activation other than ReLU inside a unit-style module or extra
+        operations in ``forward`` are silently lost.
+
+        Raises ``NotAnInceptionBlock`` (a ``ValueError``) naming the part that does not fit, or the
+        way the forward differs; ``ValueError`` when a submodule carries hooks or parametrizations
+        the fused kernel would bypass.
         """
-        parts = parse_inception(block)
+        parse_inception(block)
+        reason = fusion_bypasses(block)
+        if reason is not None:
+            raise ValueError(f"FusedInception.from_module: {reason}")
+        if verify:
+            from .convert import verify_block
+            reason = verify_block(block)
+            if reason is not None:
+                raise NotAnInceptionBlock(f"FusedInception.from_module: {reason}")
         self = cls.__new__(cls)
         nn.Module.__init__(self)
         for name, child in block.named_children():
             self.add_module(name, child)
         self.train(block.training)
-        self._setup(parts, backend)
+        self._setup(backend)
         return self
 
-    def _setup(self, parts: InceptionParts, backend: str) -> None:
+    def _setup(self, backend: str) -> None:
         self.backend = _check_backend(backend, "backend")
-        self._parts = parts
-        # (key, packed weights, aliases of the tensors they were packed from), swapped as one tuple so
-        # that concurrent forwards always see a consistent entry. The aliases keep the source
-        # storages alive, so a new tensor cannot reuse an address (and version) of the key.
+        self._binding = _bind(self)
+        if self._binding.error is not None:
+            raise self._binding.error
+        # (key, packed weights, the tensors the key names): swapped as one tuple so that concurrent
+        # forwards see a consistent entry. Holding the tensors keeps their ids from being reused.
         self._packed_cache: tuple | None = None
+        self._warned_bypass = False
         self.last_backend = None
+
+    @property
+    def _parts(self) -> InceptionParts:
+        """The block's units as its structure is now (parsed again after a submodule changed)."""
+        b = self._binding
+        if b.owner is not self or _fingerprint(*b.watch) != b.snapshot:
+            b = self._binding = _bind(self)
+        if b.error is not None:
+            raise NotAnInceptionBlock(f"FusedInception: a submodule was changed and the block no longer "
+                                      f"fits the fused kernel: {b.error}")
+        return b.parts
 
     @property
     def spec(self) -> InceptionSpec:
@@ -152,8 +242,11 @@ class FusedInception(nn.Module):
                 f"{s.k5}x{s.k5} {s.ch5x5red}->{s.ch5x5}, pool {s.pool_proj}), bias={s.bias}, "
                 f"batch_norm={s.batch_norm}, relu={s.relu}, backend={self.backend!r}")
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(_NO_TORCHSCRIPT)
+
     # -- input checks and backend choice ---------------------------------------------------------
-    def _check_input(self, x: object) -> None:
+    def _check_input(self, x: object, parts: InceptionParts) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"FusedInception expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4:
@@ -161,27 +254,44 @@ class FusedInception(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"FusedInception expects a floating-point input (float16, bfloat16, float32 "
                             f"or float64), got {x.dtype}")
-        if x.shape[1] != self.spec.in_channels:
-            raise ValueError(f"FusedInception expects {self.spec.in_channels} input channels, got "
+        if x.shape[1] != parts.spec.in_channels:
+            raise ValueError(f"FusedInception expects {parts.spec.in_channels} input channels, got "
                              f"{x.shape[1]} (input shape {tuple(x.shape)})")
         if x.shape[2] < 1 or x.shape[3] < 1:
             raise ValueError(f"FusedInception expects H and W >= 1, got input shape {tuple(x.shape)}")
-        w = self._parts.units[0].conv.weight
+        w = parts.units[0].conv.weight
         if w.device != x.device:
             raise ValueError(f"input is on {x.device} but the block's parameters are on {w.device}")
-        if w.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        if w.dtype != x.dtype and _autocast_dtype(x) is None:
             raise TypeError(f"input dtype {x.dtype} does not match the block's parameter dtype {w.dtype}; "
                             "convert the block (e.g. .half()) or run under torch.autocast")
 
-    def _bn_uses_batch_stats(self) -> bool:
-        return any(bn.training for bn in self._parts.batch_norms())
+    def _only_reference_is_exact(self, requested: str) -> bool:
+        """Whether only the reference path gives PyTorch's semantics now: BatchNorm in training
+        mode (batch statistics), or submodule hooks/parametrizations the kernel would skip.
+        Checked each forward, so cheap lookups only (``_parts`` catches structural changes)."""
+        b = self._binding
+        if any(bn.training for bn in b.batch_norms):
+            return True
+        if b.parametrized or any(b.hooks):
+            reason = fusion_bypasses(self)
+            if reason is not None:
+                if requested in ("triton", "cuda"):
+                    raise RuntimeError(f"FusedInception(backend={requested!r}): {reason}; remove them, or use "
+                                       "backend='auto' or 'reference', which run the submodules")
+                if not self._warned_bypass:
+                    self._warned_bypass = True
+                    warnings.warn(f"FusedInception runs its reference path (last_backend='reference'): {reason}",
+                                  RuntimeWarning, stacklevel=4)
+                return True
+        return False
 
     def _choose_backend(self, x: torch.Tensor) -> str:
         requested = self.backend
         if requested == "auto":
             requested = _check_backend(os.environ.get(ENV_BACKEND) or "auto", ENV_BACKEND)
-        if self._bn_uses_batch_stats():
-            return "reference"  # BatchNorm in training mode needs batch statistics
+        if x.device.type == "meta" or self._only_reference_is_exact(requested):
+            return "reference"
         if not torch.compiler.is_compiling() and _functorch_active():
             # PyTorch cannot run custom ops with registered autograd under torch.func transforms.
             if requested in ("triton", "cuda"):
@@ -199,12 +309,14 @@ class FusedInception(nn.Module):
                 except RuntimeError as exc:  # remembered by cuda_ext: warns once, then Triton
                     warnings.warn(f"fused_inception: backend='auto' falls back to Triton: {exc}",
                                   RuntimeWarning, stacklevel=3)
-            if x.is_cuda or (x.device.type == "cpu" and interpreting()):
+            if (x.is_cuda and triton_available()) or (x.device.type == "cpu" and interpreting()):
                 return "triton"
             return "reference"
         if requested in ("triton", "cuda"):
             if x.dtype not in FUSED_DTYPES:
                 raise TypeError(f"backend={requested!r} takes float16, bfloat16 or float32 input, got {x.dtype}")
+            if requested == "triton":
+                require_triton()
             if requested == "triton" and not (x.is_cuda or (x.device.type == "cpu" and interpreting())):
                 raise RuntimeError(f"backend='triton' needs a CUDA tensor (got one on {x.device}); for CPU "
                                    "tensors set TRITON_INTERPRET=1 before importing fused_inception")
@@ -215,75 +327,71 @@ class FusedInception(nn.Module):
         return requested
 
     # -- weights ---------------------------------------------------------------------------------
-    def _raw_tensors(self) -> list[torch.Tensor | None]:
-        """Per unit: conv weight, conv bias, bn weight, bn bias, bn running mean and var (or None)."""
-        flat: list[torch.Tensor | None] = []
-        for u in self._parts.units:
-            bn = u.bn
-            flat += (u.conv.weight, u.conv.bias, None, None, None, None) if bn is None else (
-                u.conv.weight, u.conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        return flat
+    def _live(self) -> list:
+        """Every tensor the packed weights are folded from, as it is now. Read from the
+        modules' parameter and buffer tables: an ``nn.Module`` attribute lookup costs about a
+        microsecond, and this runs every forward."""
+        return [table.get(name) for table, name in self._binding.tables]
 
-    def _eps(self) -> tuple[float, ...]:
-        return tuple(1e-3 if u.bn is None else u.bn.eps for u in self._parts.units)
+    def _state_key(self, live: list, dtype: torch.dtype) -> tuple:
+        """Identifies the values of the ``live`` tensors: identity, version and storage of each,
+        the optimizer-step generation for writes that bump no version (``_GENERATION``), and the
+        binding (a new one after any structural change). The cache entry holds all of them, so no
+        id in the key can be reused while the entry lives."""
+        key: list = [dtype, _GENERATION[0], id(self._binding)]
+        for v in live:
+            key += (id(v), v._version, v.data_ptr()) if v is not None else (None,)
+        return tuple(key)
 
     def packed_weights(self, dtype: torch.dtype) -> PackedWeights:
-        """Folded, GEMM-laid-out weights for ``dtype`` (no autograd graph); rebuilt when any
-        parameter or buffer changes (in place, by ``load_state_dict`` or by ``.to()``).
-
-        Changes made through ``.data`` bypass the version counter and are not seen.
-        """
+        """Folded, GEMM-laid-out weights for ``dtype`` (no autograd graph), cached until any
+        parameter or buffer may have changed (README, "Caching")."""
         if dtype not in _PACK_DTYPES:
             raise TypeError(f"packed_weights: dtype must be one of {_PACK_DTYPES}, got {dtype}")
-        tensors = [t for t in self._raw_tensors() if t is not None]
-        key = (dtype, tensors[0].device, *((t.data_ptr(), t._version) for t in tensors))
+        parts = self._parts
+        live = self._live()
+        key = self._state_key(live, dtype)
         cache = self._packed_cache  # read once: another thread may swap it
         if cache is not None and cache[0] == key:
             return cache[1]
         with torch.inference_mode(False):  # normal tensors, usable by autograd after inference_mode
-            packed = pack_weights(self._parts.tensors(), dtype)
-        self._packed_cache = (key, packed, tuple(t.detach() for t in tensors))
+            packed = pack_weights(parts.tensors(), dtype)
+        self._packed_cache = (key, packed, live, self._binding)
         return packed
 
-    def _packed_for_forward(self, dtype: torch.dtype) -> PackedWeights:
-        """Packed weights carrying the autograd connection to the parameters when one is needed."""
-        if torch.compiler.is_compiling():
-            # Folded in the graph from the live parameters (no Python cache under tracing);
-            # AOTAutograd differentiates through it.
-            return pack_weights_differentiable(self._parts.tensors(), dtype)
-        packed = self.packed_weights(dtype)
-        if torch.is_grad_enabled():
-            flat = self._raw_tensors()
-            if any(t is not None and t.requires_grad for t in flat):
-                packed = PackedWeights(*_Repack.apply(packed, dtype, self._eps(), *flat))
-        return packed
+    def _packed_for_forward(self, parts: InceptionParts, dtype: torch.dtype) -> PackedWeights:
+        """Folded weights for this forward. When autograd must reach the parameters (grad mode on
+        and one of them requires grad), or under ``torch.compile``, they are folded from the live
+        tensors on every call, differentiably: no cache can then go stale, and the gradients of the
+        packed weights flow straight to the conv and BatchNorm parameters."""
+        if torch.compiler.is_compiling() or (
+                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in self._live())):
+            return pack_weights_differentiable(parts.tensors(), dtype)
+        return self.packed_weights(dtype)
 
     # -- forward ---------------------------------------------------------------------------------
     def _reference(self, x: torch.Tensor) -> torch.Tensor:
-        def unit(t, u):
-            t = F.conv2d(t, u.conv.weight, u.conv.bias, padding=u.kernel_size // 2)
-            if u.bn is not None:
-                t = u.bn(t)  # the module itself: exact train/eval semantics and running-stat updates
-            return F.relu(t) if u.relu else t
-
-        b1, r3, c3, r5, c5, pp = self._parts.units
-        return torch.cat([unit(x, b1), unit(unit(x, r3), c3), unit(unit(x, r5), c5),
-                          unit(F.max_pool2d(x, 3, 1, 1), pp)], 1)
+        """The branches' own forwards (hooks, parametrizations and BatchNorm's batch statistics
+        and running-stat updates included), concatenated in order."""
+        return torch.cat([branch(x) for branch in self._modules.values()], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        if torch.is_autocast_enabled(x.device.type):
-            x = x.to(torch.get_autocast_dtype(x.device.type))  # what nn.Conv2d does under autocast
+        if torch.jit.is_tracing() or torch.jit.is_scripting():
+            raise RuntimeError(_NO_TORCHSCRIPT)
+        parts = self._parts
+        self._check_input(x, parts)
+        cast = _autocast_dtype(x)
+        if cast is not None:
+            x = x.to(cast)  # what nn.Conv2d does under autocast
         backend = self._choose_backend(x)
         if backend == "reference":
-            out = self._reference(x)
+            out = self._reference(x).contiguous(memory_format=conv_memory_format(x))
         else:
             # The registered op's autograd gives the gradients of x and of the packed weights
-            # (backward recomputes the block from x: no intermediate map is saved); _Repack, or
-            # the traced folding under torch.compile, carries them on to the parameters.
-            spec = self.spec
-            packed = self._packed_for_forward(x.dtype)
+            # (backward recomputes the block from x: no intermediate map is saved); the
+            # differentiable folding carries them on to the parameters.
+            spec = parts.spec
+            packed = self._packed_for_forward(parts, x.dtype)
             out = inception_forward(x, *packed, list(spec.channels), spec.k3, spec.k5, spec.relu, backend)
         self.last_backend = backend
         return out
-

@@ -36,7 +36,7 @@ import threading
 import torch
 
 from .kernels import interpreting, require_triton
-from .packing import PackedWeights, _conv_memory_format, packed_reference
+from .packing import PackedWeights, conv_memory_format, packed_reference
 from .spec import InceptionSpec
 
 __all__ = ["inception_forward", "IMPLS"]
@@ -115,7 +115,7 @@ def _(x, w_in, b_in, w3, b3, w5, b5, wp, bp, channels, k3, k5, relu, impl):
     n, _, h, w = x.shape
     cout = channels[1] + channels[3] + channels[5] + channels[6]
     return torch.empty((n, cout, h, w), dtype=x.dtype, device=x.device,
-                       memory_format=_conv_memory_format(x))
+                       memory_format=conv_memory_format(x))
 
 
 # -- autograd ------------------------------------------------------------------------------------

@@ -129,11 +129,13 @@ def packed_reference(x: torch.Tensor, p: PackedWeights, spec: InceptionSpec,
     y5 = conv(round_trip(red[:, c1 + c3r:]), p.w5, p.b5)
     yp = conv(F.max_pool2d(xc, 3, 1, 1), p.wp.unsqueeze(0), p.bp)
     out = torch.cat([y1, y3, y5, yp], 1).to(x.dtype)
-    return out.contiguous(memory_format=_conv_memory_format(x))
+    return out.contiguous(memory_format=conv_memory_format(x))
 
 
-def _conv_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """PyTorch's conv rule: channels_last in, channels_last out; otherwise contiguous."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+def conv_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The output layout of every backend: channels_last when the input's channel stride is the
+    smallest (smaller than both spatial strides), as ``nn.Conv2d`` on CUDA decides; otherwise
+    contiguous. A channels_last input sliced in H or W thus stays channels_last."""
+    if x.dim() == 4 and x.stride(1) < x.stride(2) and x.stride(1) < x.stride(3):
         return torch.channels_last
     return torch.contiguous_format

@@ -84,23 +84,26 @@ class UnitTensors:
         return self.bn_mean is not None
 
 
-def _unit(x: torch.Tensor, u: UnitTensors, relu: bool) -> torch.Tensor:
+def _unit(x: torch.Tensor, u: UnitTensors, relu: bool, batch_stats: bool) -> torch.Tensor:
     k = u.weight.shape[-1]
     y = F.conv2d(x, u.weight, u.bias, padding=k // 2)
     if u.has_bn:
-        y = F.batch_norm(y, u.bn_mean, u.bn_var, u.bn_weight, u.bn_bias, False, 0.0, u.bn_eps)
+        mean, var = (None, None) if batch_stats else (u.bn_mean, u.bn_var)
+        y = F.batch_norm(y, mean, var, u.bn_weight, u.bn_bias, batch_stats, 0.0, u.bn_eps)
     return F.relu(y) if relu else y
 
 
-def inception_reference(x: torch.Tensor, units: tuple[UnitTensors, ...], relu: bool) -> torch.Tensor:
-    """Eval-mode Inception block from raw tensors.
+def inception_reference(x: torch.Tensor, units: tuple[UnitTensors, ...], relu: bool,
+                        batch_stats: bool = False) -> torch.Tensor:
+    """The Inception block from raw tensors; BatchNorm with running statistics, or with the
+    batch's own (training mode) when ``batch_stats``.
 
     ``units`` are (1x1, 3x3-reduce, 3x3, 5x5-reduce, 5x5, pool-proj). Differentiable in ``x`` and
-    every weight, which is what the fused op's backward relies on.
+    every weight.
     """
     b1, r3, c3, r5, c5, pp = units
-    y1 = _unit(x, b1, relu)
-    y3 = _unit(_unit(x, r3, relu), c3, relu)
-    y5 = _unit(_unit(x, r5, relu), c5, relu)
-    yp = _unit(F.max_pool2d(x, 3, 1, 1), pp, relu)
+    y1 = _unit(x, b1, relu, batch_stats)
+    y3 = _unit(_unit(x, r3, relu, batch_stats), c3, relu, batch_stats)
+    y5 = _unit(_unit(x, r5, relu, batch_stats), c5, relu, batch_stats)
+    yp = _unit(F.max_pool2d(x, 3, 1, 1), pp, relu, batch_stats)
     return torch.cat([y1, y3, y5, yp], 1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .reference import UnitTensors
 from .spec import InceptionSpec
 
-__all__ = ["NotAnInceptionBlock", "ConvUnitParts", "InceptionParts", "parse_inception"]
+__all__ = ["NotAnInceptionBlock", "ConvUnitParts", "InceptionParts", "fusion_bypasses", "parse_inception"]
 
 
 class NotAnInceptionBlock(ValueError):
@@ -51,6 +52,40 @@ class InceptionParts:
 
     def batch_norms(self) -> tuple[nn.BatchNorm2d, ...]:
         return tuple(u.bn for u in self.units if u.bn is not None)
+
+
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
+
+
+def hook_dicts(modules) -> list:
+    """The per-module hook tables that a fused forward would never run (forward and backward hooks
+    and pre-hooks: user hooks, and legacy ``weight_norm``, ``spectral_norm`` and pruning, which
+    recompute ``weight`` in a pre-hook)."""
+    return [getattr(m, name) for m in modules for name in _HOOK_DICTS]
+
+
+def fusion_bypasses(block: nn.Module, path: str = "") -> str | None:
+    """What a fused forward of ``block`` would silently skip inside it, or None.
+
+    The fused kernel reads the conv and BatchNorm tensors directly and never calls the submodules,
+    so their hooks and parametrizations would not run. Hooks on ``block`` itself are not listed:
+    the fused module runs those (``convert`` carries them over).
+    """
+    found = []
+    for name, m in block.named_modules(prefix=path):
+        if m is block:
+            continue
+        hooks = [h for h in _HOOK_DICTS if getattr(m, h)]
+        if hooks:
+            kinds = sorted({type(v).__name__ for h in hooks for v in getattr(m, h).values()})
+            found.append(f"{name} has {', '.join(h.strip('_').replace('_', ' ') for h in hooks)} "
+                         f"({', '.join(kinds)})")
+        if parametrize.is_parametrized(m):
+            found.append(f"{name} is parametrized ({', '.join(m.parametrizations.keys())}: "
+                         "torch.nn.utils.parametrize)")
+    if not found:
+        return None
+    return "the fused kernel would bypass " + "; ".join(found)
 
 
 # A flattened branch is a list of (path, module) with module a Conv2d, BatchNorm2d, ReLU or
@@ -127,6 +162,8 @@ def _check_conv(u: ConvUnitParts, in_channels: int, kernel: int | None) -> None:
                                       f"the conv {c.out_channels} channels")
         if not bn.track_running_stats or bn.running_mean is None:
             raise NotAnInceptionBlock(f"{u.path}: BatchNorm2d without running statistics cannot be folded")
+        if not bn.eps > 0:
+            raise NotAnInceptionBlock(f"{u.path}: BatchNorm2d eps={bn.eps!r}; folding needs eps > 0")
 
 
 def _branch(block_path: str, name: str, module: nn.Module, pool_first: bool) -> tuple[nn.MaxPool2d | None, list]:

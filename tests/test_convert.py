@@ -1,10 +1,12 @@
 """convert(): structural recognition, probe verification, reports, GoogLeNet equivalence."""
 
 import logging
+import threading
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torch.nn.utils.prune
 from torch import nn
 
 import fused_inception as fi
@@ -155,3 +157,208 @@ def test_torchvision_state_dict_compatibility():
         torch.testing.assert_close(ours(x), theirs(x))
         converted = convert(theirs)
         torch.testing.assert_close(converted(x), ours(x), rtol=1e-4, atol=1e-4)
+
+
+# -- the converter never changes what a model does -----------------------------------------------
+def forward_call_counter(module: nn.Module, kind: str) -> list:
+    calls: list = []
+    if kind == "pre":
+        module.register_forward_pre_hook(lambda m, args: calls.append(m))
+    else:
+        module.register_forward_hook(lambda m, args, out: calls.append(out.shape))
+    return calls
+
+
+def test_probe_runs_no_user_hook_and_block_hooks_move_to_the_fused_block():
+    block = randomize_(SeqInception()).eval()
+    calls = forward_call_counter(block, "post")
+    pre_calls = forward_call_counter(block, "pre")
+    model, report = convert(nn.Sequential(block), return_report=True)
+    assert calls == [] and pre_calls == []  # the probe ran none of them
+    assert isinstance(model[0], FusedInception) and "forward hooks" in report.notes["0"]
+    x = torch.randn(1, 6, 4, 4)
+    with torch.no_grad():
+        model(x)
+    assert calls == [(1, 13, 4, 4)] and len(pre_calls) == 1 and pre_calls[0] is model[0]
+
+
+def test_hook_handles_still_remove_the_moved_hooks():
+    block = randomize_(SeqInception()).eval()
+    calls = []
+    handle = block.register_forward_hook(lambda m, a, o: calls.append(1))
+    fused = convert(block, backend="reference")
+    fused(torch.randn(1, 6, 3, 3))
+    handle.remove()
+    fused(torch.randn(1, 6, 3, 3))
+    assert calls == [1]
+
+
+def _weight_norm_legacy(conv):
+    with pytest.warns(FutureWarning):
+        return torch.nn.utils.weight_norm(conv)
+
+
+BYPASSED = {
+    "forward-hook": (lambda c: c.register_forward_hook(lambda *a: None), "forward hooks"),
+    "forward-pre-hook": (lambda c: c.register_forward_pre_hook(lambda *a: None), "forward pre hooks"),
+    "full-backward-hook": (lambda c: c.register_full_backward_hook(lambda *a: None), "backward hooks"),
+    "spectral-norm": (torch.nn.utils.parametrizations.spectral_norm, "parametrized"),
+    "weight-norm-legacy": (_weight_norm_legacy, "WeightNorm"),
+    "spectral-norm-legacy": (torch.nn.utils.spectral_norm, "SpectralNorm"),
+    "pruned": (lambda c: torch.nn.utils.prune.l1_unstructured(c, "weight", 0.5), "L1Unstructured"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BYPASSED))
+def test_block_with_something_the_kernel_would_bypass_is_left_alone(kind):
+    add, match = BYPASSED[kind]
+    block = randomize_(SeqInception()).eval()
+    add(block.b[1][0])
+    model, report = convert(nn.Sequential(block), return_report=True)
+    assert model[0] is block and report.replaced == []
+    assert "0.b.1.0" in report.skipped["0"] and match in report.skipped["0"], report.skipped
+
+
+class DropoutAtEnd(SeqInception):
+    """The plain block in eval mode; functional dropout on the output in training mode."""
+
+    def forward(self, x):
+        return F.dropout(super().forward(x), 0.5, self.training)
+
+
+class SiLUUnit(nn.Module):
+    """A unit-style module (.conv, .bn) whose activation is not ReLU."""
+
+    def __init__(self, cin, cout, k):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        return F.silu(self.bn(self.conv(x)))
+
+
+class SiLUInception(SeqInception):
+    def __init__(self):
+        super().__init__()
+        self.a = SiLUUnit(6, 3, 1)
+
+
+def test_block_whose_training_forward_differs_is_skipped():
+    model = nn.Sequential(randomize_(DropoutAtEnd()))
+    model, report = convert(model, return_report=True)
+    assert isinstance(model[0], DropoutAtEnd)
+    assert "training-mode forward differs" in report.skipped["0"]
+
+
+@pytest.mark.parametrize("cls", [SiLUInception, SwappedBranches, DropoutAtEnd])
+def test_from_module_verifies_unless_told_not_to(cls):
+    block = randomize_(cls()).eval()
+    with pytest.raises(fi.NotAnInceptionBlock, match="differs from the Inception block"):
+        FusedInception.from_module(block)
+    unchecked = FusedInception.from_module(block, verify=False, backend="reference")
+    assert isinstance(unchecked, FusedInception)
+
+
+class WithLock(SeqInception):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+def bn_eps_zero():
+    block = SeqInception()
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 0.0
+    return block
+
+
+def lazy_convs():
+    block = SeqInception()
+    for branch in (block.a, block.b[0], block.c[0], block.d[1]):
+        branch[0] = nn.LazyConv2d(branch[0].out_channels, 1, bias=False)
+    return block
+
+
+@pytest.mark.parametrize("make,match", [
+    (bn_eps_zero, "eps=0.0; folding needs eps > 0"),
+    (WithLock, "cannot make a probe copy"),
+    (lazy_convs, "could not be inspected: ValueError"),
+], ids=["bn-eps-0", "unpicklable-attribute", "lazy-convs"])
+def test_odd_blocks_are_skipped_with_a_reason_not_crashed_on(make, match):
+    model = nn.Sequential(nn.Identity(), make())
+    model, report = convert(model, return_report=True)
+    assert report.replaced == [] and match in report.skipped["1"], report.skipped
+
+
+def test_meta_device_model_converts_and_propagates_shapes():
+    with torch.device("meta"):
+        model = nn.Sequential(SeqInception())
+    model, report = convert(model, return_report=True)
+    assert report.replaced == ["0"] and isinstance(model[0], FusedInception)
+    out = model(torch.empty(2, 6, 5, 7, device="meta"))
+    assert out.shape == (2, 13, 5, 7) and out.is_meta and model[0].last_backend == "reference"
+    model.to_empty(device="cpu")
+    randomize_(model).eval()
+    x = torch.randn(1, 6, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), fi.unconvert(model)(x))
+
+
+def test_one_instance_used_twice_becomes_one_fused_instance():
+    block = randomize_(SeqInception()).eval()
+    relu = nn.ReLU()  # shared too, but not a block: no note
+    model = nn.Sequential(block, relu, nn.Conv2d(13, 6, 1), relu, block)
+    x = torch.randn(1, 6, 4, 4)
+    with torch.no_grad():
+        want = model(x)
+    model, report = convert(model, backend="reference", return_report=True)
+    assert isinstance(model[0], FusedInception) and model[4] is model[0]
+    assert report.replaced == ["0", "4"] and report.notes == {"4": "the same module instance as 0"}
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want)
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_torchscript_is_a_clear_error(how):
+    block = FusedInception(6, 3, 4, 5, 2, 3, 2).eval()
+    model = nn.Sequential(nn.Identity(), block)
+    with pytest.raises(RuntimeError, match="does not support TorchScript.*torch.compile.*torch.export"):
+        if how == "script":
+            torch.jit.script(model)
+        else:
+            torch.jit.trace(model, torch.randn(1, 6, 4, 4))
+
+
+def test_unconvert_restores_plain_blocks_with_the_same_parameters_and_hooks():
+    block = randomize_(SeqInception()).eval()
+    calls = []
+    block.register_forward_hook(lambda m, a, o: calls.append(type(m).__name__))
+    model = nn.Sequential(block, nn.Conv2d(13, 6, 1), ReferenceInception(SMALL))
+    randomize_(model).eval()
+    x = torch.randn(1, 6, 5, 5)
+    with torch.no_grad():
+        want = model(x)
+        fused = convert(model)
+        assert isinstance(fused[0], FusedInception) and isinstance(fused[2], FusedInception)
+        torch.testing.assert_close(fused(x), want)
+        back = fi.unconvert(fused)
+        assert back[0] is block and type(back[2]) is ReferenceInception
+        assert back[0].b[1][0].weight is fused[0].b[1][0].weight
+        torch.testing.assert_close(back(x), want)
+    assert calls == ["SeqInception", "FusedInception", "SeqInception"]
+    plain = fi.unconvert(FusedInception(6, 3, 4, 5, 2, 3, 2))
+    assert type(plain) is ReferenceInception and set(plain.state_dict()) == set(ReferenceInception(SMALL).state_dict())
+
+
+@requires_interpreter
+def test_torch_export_of_a_converted_model():
+    model = convert(randomize_(nn.Sequential(nn.Conv2d(3, 6, 1), SeqInception(), nn.ReLU())).eval())
+    x = torch.randn(2, 3, 5, 5)
+    with torch.no_grad():
+        want = model(x)
+    exported = torch.export.export(model, (x,))
+    assert any("fused_inception.inception_forward" in str(n.target) for n in exported.graph.nodes)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), want)

@@ -135,3 +135,41 @@ def test_autocast_behaves_like_conv():
         conv_out = nn.Conv2d(6, 2, 1)(x)
     assert out.dtype == conv_out.dtype == torch.bfloat16
     assert rel_err(out, oracle(block, x)) < tolerance(torch.bfloat16)
+
+
+def test_meta_device_propagates_shapes_like_the_reference():
+    block = FusedInception(6, 3, 4, 5, 2, 3, 2, device="meta")
+    out = block(torch.empty(2, 6, 5, 7, device="meta"))
+    want = ReferenceInception(SMALL, device="meta")(torch.empty(2, 6, 5, 7, device="meta"))
+    assert out.is_meta and out.shape == want.shape == (2, 13, 5, 7)
+    assert block.last_backend == "reference"
+
+
+def _layouts():
+    cl = make_input(2, 6, 5, 8, layout="channels_last")
+    return {
+        "nchw": (make_input(2, 6, 5, 4), torch.contiguous_format),
+        "channels_last": (make_input(2, 6, 5, 4, layout="channels_last"), torch.channels_last),
+        "channels_last-sliced-w": (cl[..., ::2], torch.channels_last),
+        "channels_last-sliced-h": (cl[:, :, 1:4], torch.channels_last),
+        "nchw-sliced": (make_input(2, 6, 5, 4, layout="sliced"), torch.contiguous_format),
+    }
+
+
+@pytest.mark.parametrize("layout", list(_layouts()))
+@pytest.mark.parametrize("backend", ["reference", pytest.param("auto", marks=requires_interpreter)])
+def test_output_memory_format_rule(backend, layout):
+    """channels_last out exactly when the input's channel stride is its smallest, on every backend."""
+    x, fmt = _layouts()[layout]
+    block = make_block(SMALL, backend=backend)
+    with torch.no_grad():
+        out = block(x)
+    assert out.is_contiguous(memory_format=fmt)
+    assert rel_err(out, oracle(block, x)) < tolerance(torch.float32)
+
+
+def test_from_module_refuses_submodule_hooks():
+    ref = randomize_(ReferenceInception(SMALL))
+    ref.branch3[1].conv.register_forward_hook(lambda *a: None)
+    with pytest.raises(ValueError, match=r"branch3\.1\.conv has forward hooks"):
+        FusedInception.from_module(ref)

@@ -29,7 +29,7 @@ import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
 from .._version import __version__
-from ..packing import PackedWeights, _conv_memory_format
+from ..packing import PackedWeights, conv_memory_format
 from ..spec import InceptionSpec
 from . import interpreting
 
@@ -374,7 +374,7 @@ _TUNE_LOCK = threading.Lock()
 
 def _tune_key(x: torch.Tensor, spec: InceptionSpec) -> str:
     n, _, h, w = x.shape
-    layout = "cl" if _conv_memory_format(x) == torch.channels_last else "nchw"
+    layout = "cl" if conv_memory_format(x) == torch.channels_last else "nchw"
     dev = _device_name(_device_index(x)) if x.is_cuda else x.device.type
     bucket = min(triton.next_power_of_2(max(n, 1)), 256)
     return (f"{dev}|fused_inception{__version__}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|"
@@ -443,7 +443,7 @@ def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
             return disk
         bench = bench or _do_bench
         out = torch.empty((x.shape[0], spec.out_channels, *x.shape[2:]), dtype=x.dtype, device=x.device,
-                          memory_format=_conv_memory_format(x))
+                          memory_format=conv_memory_format(x))
         best, best_ms = None, float("inf")
         for cfg in candidates or candidate_configs(spec, x.shape[2], x.shape[3], x.dtype):
             try:
@@ -491,7 +491,7 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
         raise ValueError(f"expected {spec.in_channels} input channels, got {cin}")
     if out is None:
         out = torch.empty((n, spec.out_channels, h, w), dtype=x.dtype, device=x.device,
-                          memory_format=_conv_memory_format(x))
+                          memory_format=conv_memory_format(x))
     if out.numel() == 0:
         return out
     if max(cin, spec.out_channels) * h * w >= 2**31:
