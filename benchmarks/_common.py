@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import importlib.metadata
 import itertools
 import json
 import math
@@ -691,8 +692,10 @@ def nvidia_smi_query() -> dict | None:
 
 
 def environment() -> dict:
-    import triton
-
+    try:
+        triton_version = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:  # the package runs without Triton (reference backend)
+        triton_version = None
     env: dict = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -701,7 +704,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "triton": triton.__version__,
+        "triton": triton_version,
         "triton_interpret": os.environ.get("TRITON_INTERPRET"),
         "fused_inception_env": {k: v for k, v in os.environ.items() if k.startswith("FUSED_INCEPTION_")},
         "git_commit": _run(["git", "rev-parse", "HEAD"]),

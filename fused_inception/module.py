@@ -81,9 +81,9 @@ _NO_TORCHSCRIPT = ("FusedInception does not support TorchScript (torch.jit.scrip
 class _Binding:
     """The block structure the fused path computes, and what tells that it changed.
 
-    ``snapshot``: every module's children and the conv/pool hyper-parameters at parse time, so a
-    replaced, added or removed submodule (a parametrization registers one) or an edited conv is
-    seen on the next forward. ``hooks``: the submodules' hook tables, which the fused kernel would
+    ``snapshot``: every module's children and the conv, BatchNorm and pool settings at parse time,
+    so a replaced, added or removed submodule (a parametrization registers one) or an edited
+    setting is seen on the next forward. ``hooks``: the submodules' hook tables, which the fused kernel would
     bypass. ``tables``: where each folded tensor lives, as (parameter or buffer table, name), read
     afresh on every forward. Swapped as one object, so concurrent forwards see one binding.
     """
@@ -215,8 +215,8 @@ class FusedInception(nn.Module):
         self._binding = _bind(self)
         if self._binding.error is not None:
             raise self._binding.error
-        # (key, packed weights, the tensors the key names): swapped as one tuple so that concurrent
-        # forwards see a consistent entry. Holding the tensors keeps their ids from being reused.
+        # (key, packed weights, the tensors and binding the key names): swapped as one tuple so that
+        # concurrent forwards see a consistent entry. Holding them keeps their ids from being reused.
         self._packed_cache: tuple | None = None
         self._warned_bypass = False
         self.last_backend = None
