@@ -18,32 +18,38 @@ from fused_inception.kernels.triton_inception import _work_items, default_config
 
 
 def analyse(name: str, n: int, sms: int, cfg=None) -> dict:
-    """Counts for block ``name`` at batch ``n`` with tile config ``cfg`` (default: the launcher's
-    heuristic for that batch, used when autotuning is off)."""
-    s = googlenet_spec(name)
-    hw = GOOGLENET_SPATIAL[name]
+    """Counts for GoogLeNet block ``name`` at batch ``n`` with tile config ``cfg`` (default: the
+    launcher's heuristic for that batch, used when autotuning is off)."""
+    return {"block": name, **analyse_spec(googlenet_spec(name), GOOGLENET_SPATIAL[name], n, sms, cfg)}
+
+
+def analyse_spec(s, hw: int, n: int, sms: int, cfg=None) -> dict:
+    """``analyse`` for any block ``s`` on an ``hw`` x ``hw`` map. The FLOPs done count every
+    tl.dot at its padded tile shape, input channels padded to whole ``bk`` chunks included, as
+    tensor cores run them (benchmarks/work_count.py counts the same inside the interpreter)."""
     cfg = cfg or default_config(s, hw, hw, n, sms)
     bm = cfg.th * cfg.tw
     tiles = triton.cdiv(hw, cfg.th) * triton.cdiv(hw, cfg.tw)
     useful = 2 * n * hw * hw * (s.in_channels * (s.ch1x1 + s.ch3x3red + s.ch5x5red + s.pool_proj)
                                 + s.k3**2 * s.ch3x3red * s.ch3x3 + s.k5**2 * s.ch5x5red * s.ch5x5)
     done = 0
+    cin = triton.cdiv(s.in_channels, cfg.bk) * cfg.bk
     g = cfg.group(s)
     branches = zip((s.ch3x3red, s.ch5x5red), (s.ch3x3, s.ch5x5), (s.k3, s.k5), reduce_chunks(s, cfg))
     for cred, cout, k, br in branches:
         halo = triton.cdiv((cfg.th + k - 1) * (cfg.tw + k - 1), cfg.hc) * cfg.hc
         cr = triton.cdiv(cred, br) * br
-        done += triton.cdiv(cout, cfg.bn * g) * 2 * halo * s.in_channels * cr
+        done += triton.cdiv(cout, cfg.bn * g) * 2 * halo * cin * cr
         done += triton.cdiv(cout, cfg.bn) * 2 * bm * k * k * cr * cfg.bn
     for cout in (s.ch1x1, s.pool_proj):
-        done += triton.cdiv(cout, cfg.bn) * 2 * bm * s.in_channels * cfg.bn
+        done += triton.cdiv(cout, cfg.bn) * 2 * bm * cin * cfg.bn
     done *= n * tiles
     work = _work_items(s, cfg, n, hw, hw)
     items = work // (n * tiles)
     grid = min(work, sms * cfg.programs_per_sm)
     pix, chans = scratch_shape(s, cfg)
     scratch = grid * pix * chans * 2  # fp16
-    return {"block": name, "n": n, "tile": f"{cfg.th}x{cfg.tw}", "bn": cfg.bn, "items": items,
+    return {"n": n, "tile": f"{cfg.th}x{cfg.tw}", "bn": cfg.bn, "items": items,
             "work": work, "waves": work / (sms * cfg.programs_per_sm), "useful_gflop": useful / 1e9,
             "overhead": done / useful, "scratch_mb": scratch / 2**20}
 
