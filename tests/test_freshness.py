@@ -8,6 +8,8 @@ optimizers, BatchNorm's running-stat update, ``.data``), which a version-keyed c
 
 from __future__ import annotations
 
+import copy
+import io
 import warnings
 
 import pytest
@@ -206,3 +208,25 @@ def test_parametrization_added_after_construction_is_honoured():
         torch.testing.assert_close(out, torch.cat([branch(x) for branch in block.children()], 1))
         torch.testing.assert_close(out[:, :3], 2 * nn.functional.conv2d(x, block.branch1.conv.weight / 2,
                                                                        block.branch1.conv.bias / 2).relu())
+
+
+def test_copies_follow_their_own_parameters():
+    """deepcopy (as AveragedModel/EMA does) and torch.save/load give blocks bound to their own
+    modules: changing a copy changes neither the original nor a stale cache."""
+    block = make_block(TV)
+    x = make_input(1, 6, 4, 4)
+    fused_matches_oracle(block, x)
+    twin = copy.deepcopy(block)
+    ema = torch.optim.swa_utils.AveragedModel(block)
+    with torch.no_grad():
+        twin.branch2[1].conv.weight.mul_(2.0)
+    fused_matches_oracle(twin, x)
+    fused_matches_oracle(block, x)
+    other = make_block(TV)
+    ema.update_parameters(other)  # the running average moves toward another block's weights
+    averaged = ema.module
+    fused_matches_oracle(averaged, x)
+    buffer = io.BytesIO()
+    torch.save(twin, buffer)
+    buffer.seek(0)
+    fused_matches_oracle(torch.load(buffer, weights_only=False), x)
