@@ -90,7 +90,7 @@ def verify_block(block: nn.Module, seed: int = 0) -> str | None:
         return f"cannot make a probe copy to check it ({type(e).__name__}: {e})"
     parts = parse_inception(probe)
     g = torch.Generator().manual_seed(seed)
-    rand = (lambda shape, scale=1.0, shift=0.0: torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift)
+    rand = (lambda shape, scale=1.0: torch.randn(shape, generator=g, dtype=torch.float64) * scale)
     for u in parts.units:
         u.conv.weight.copy_(rand(u.conv.weight.shape, u.conv.weight[0].numel() ** -0.5))
         if u.conv.bias is not None:
@@ -124,15 +124,21 @@ def verify_block(block: nn.Module, seed: int = 0) -> str | None:
 
 
 def _move_hooks(src: nn.Module, dst: nn.Module) -> list[str]:
-    """Move ``src``'s own hook tables to ``dst``; returns the kinds that held hooks."""
+    """Move ``src``'s own non-empty hook tables to ``dst`` (hooks ``dst`` already has run after
+    them); returns the kinds moved."""
     moved = []
     for name in _HOOK_ATTRS:
         table = getattr(src, name)
-        if isinstance(table, dict) and table:
-            moved.append(name.strip("_").replace("_", " "))
+        if not isinstance(table, dict):  # _is_full_backward_hook: a flag that goes with the tables
+            if table is not None:
+                setattr(dst, name, table)
+            continue
+        if not table:
+            continue
+        moved.append(name.strip("_").replace("_", " "))
+        table.update(getattr(dst, name))
         setattr(dst, name, table)
-        if isinstance(table, dict):
-            setattr(src, name, type(table)())
+        setattr(src, name, type(table)())
     return moved
 
 
@@ -207,7 +213,6 @@ def convert(model: nn.Module, *, filter_fn: Callable[[str, nn.Module], bool] | N
         except Exception as e:  # noqa: BLE001
             report.skipped[key] = f"{type(e).__name__}: {e}"
             return None
-        fused.__dict__["_source_block"] = module  # for unconvert; not a submodule
         moved = _move_hooks(module, fused)
         if moved:
             report.notes[key] = f"the block's own {', '.join(moved)} moved to the fused block"
@@ -232,7 +237,7 @@ def convert(model: nn.Module, *, filter_fn: Callable[[str, nn.Module], bool] | N
 def unconvert(model: nn.Module) -> nn.Module:
     """Replace, in place and recursively, every ``FusedInception`` by a plain PyTorch block with
     the same branch modules (parameters and buffers shared, not copied), hooks and train/eval mode:
-    the block ``convert`` replaced when there is one, else a ``ReferenceInception``. For export to
+    the block it was made from (by ``convert`` or ``from_module``), else a ``ReferenceInception``. For export to
     other runtimes and for debugging. Returns the model (a new module if ``model`` is a fused block).
     """
     from .module import FusedInception

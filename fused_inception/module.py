@@ -208,6 +208,7 @@ class FusedInception(nn.Module):
             self.add_module(name, child)
         self.train(block.training)
         self._setup(backend)
+        self.__dict__["_source_block"] = block  # what unconvert gives back; not a submodule
         return self
 
     def _setup(self, backend: str) -> None:
@@ -348,8 +349,9 @@ class FusedInception(nn.Module):
         parameter or buffer may have changed (README, "Caching")."""
         if dtype not in _PACK_DTYPES:
             raise TypeError(f"packed_weights: dtype must be one of {_PACK_DTYPES}, got {dtype}")
-        parts = self._parts
-        live = self._live()
+        return self._cached_pack(self._parts, self._live(), dtype)
+
+    def _cached_pack(self, parts: InceptionParts, live: list, dtype: torch.dtype) -> PackedWeights:
         key = self._state_key(live, dtype)
         cache = self._packed_cache  # read once: another thread may swap it
         if cache is not None and cache[0] == key:
@@ -364,10 +366,12 @@ class FusedInception(nn.Module):
         and one of them requires grad), or under ``torch.compile``, they are folded from the live
         tensors on every call, differentiably: no cache can then go stale, and the gradients of the
         packed weights flow straight to the conv and BatchNorm parameters."""
-        if torch.compiler.is_compiling() or (
-                torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in self._live())):
+        if torch.compiler.is_compiling():
             return pack_weights_differentiable(parts.tensors(), dtype)
-        return self.packed_weights(dtype)
+        live = self._live()
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in live):
+            return pack_weights_differentiable(parts.tensors(), dtype)
+        return self._cached_pack(parts, live, dtype)
 
     # -- forward ---------------------------------------------------------------------------------
     def _reference(self, x: torch.Tensor) -> torch.Tensor:

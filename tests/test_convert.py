@@ -362,3 +362,19 @@ def test_torch_export_of_a_converted_model():
     assert any("fused_inception.inception_forward" in str(n.target) for n in exported.graph.nodes)
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), want)
+
+
+def test_unconvert_of_from_module_gives_back_the_block_with_its_hooks():
+    """from_module leaves the block's own hooks on the block (the fused one does not run them);
+    unconvert returns that block, hooks intact, whatever its branches are called."""
+    block = randomize_(SeqInception()).eval()  # branches a, b, c, d: not ReferenceInception's names
+    calls = []
+    block.register_forward_hook(lambda m, a, o: calls.append(1))
+    fused = FusedInception.from_module(block, backend="reference")
+    x = torch.randn(1, 6, 4, 4)
+    with torch.no_grad():
+        want = fused(x)
+        back = fi.unconvert(fused)
+        assert back is block and calls == []
+        torch.testing.assert_close(back(x), want)
+    assert calls == [1]
