@@ -56,8 +56,9 @@ def _triton_forward(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec)
     require_triton()
     # Imported here, not at the top: the package must import where Triton is absent.
     from .kernels.triton_inception import inception_forward_triton
+    from .kernels.tuning import pick_config
 
-    return inception_forward_triton(x, packed, spec)
+    return inception_forward_triton(x, packed, spec, pick_config(x, packed, spec))
 
 
 def _check_args(x: torch.Tensor, packed: tuple[torch.Tensor, ...], channels: list[int], k3: int,

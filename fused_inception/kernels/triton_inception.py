@@ -1,39 +1,56 @@
-"""The one-launch Inception block forward in Triton, and its launcher.
+"""The one-launch Inception block forward in Triton (schedule v4), and its launcher.
 
-One launch computes all four branches. The grid is persistent: each program walks over work
-items ``(branch item, pixel tile)``, heaviest branch first. A branch item is a block of ``BN``
-output channels of one branch:
+Work is a table of items (``schedule.py``) over flat pixel tiles of ``BM`` rows. Persistent
+programs claim items through one atomic ticket, in table order:
 
-* KxK branches (3x3 and "5x5"): recompute the 1x1 reduce on the tile plus its halo, stage it
-  (post-ReLU, zero outside the image) in the program's own scratch rows, then run the KxK conv
-  as ``K*K`` shifted GEMMs over that scratch.
-* 1x1 branch: GEMM of the input tile with its columns of the packed 1x1 weights.
-* pool branch: 3x3 max over nine shifted loads of ``x`` (NaN propagates; padding never wins),
-  then GEMM with the projection weights.
+* ``P``: x tile @ [W_1x1 | W_3x3red | W_5x5red] (x read once for the three 1x1 convs); the 1x1
+  branch goes to its output slice, the two reduce maps (post-ReLU, in x's dtype) to the workspace
+  R, one row per pixel. Then the tile's ready count is released.
+* ``Q``: 3x3/stride-1 max-pool of the x tile (NaN propagates, padding never wins) @ W_proj.
+* ``C3``/``C5``: the KxK conv as an implicit GEMM over R, one flattened loop over (tap, reduce
+  chunk), after acquiring the ready counts of every tile its halo reads.
 
-Each branch stores straight into its channel slice of the output (the concat).
+Each branch stores into its channel slice of the output: the concat is free.
+
+Why it cannot deadlock, even with more programs than fit on the GPU at once: every item waits only
+on items with smaller tickets, and a ticket is claimed by a running program that works it to the
+end. The smallest unfinished ticket therefore never waits, so some program always makes progress:
+the argument of the decoupled look-back single-pass scan (Merrill and Garland, "Single-pass
+Parallel Prefix Scan with Decoupled Look-back", NVIDIA NVR-2016-002). It also holds for chains
+where a consumer is itself a producer.
+
+Memory ordering: a producer makes all its threads' stores issue (``tl.debug_barrier``), then
+releases with an atomic (``sem="release", scope="gpu"``). A consumer acquires with an atomic
+(``sem="acquire"``; a volatile load is not an acquire), then a barrier, and takes all its flags
+before its pipelined loop, so software pipelining cannot hoist a workspace load above the wait.
+
+Split reductions: every split stores its fp32 partial; the one that arrives last (an acq_rel
+counter) adds the partials in split order and runs the epilogue, so results are bit-identical
+whatever the arrival order.
+
+Launch state (ticket, finished programs, ready counts, split arrivals) lives per (device, stream)
+and is zeroed once; the last program of a launch resets it, and the last split of an item its
+arrival count, so a launch leaves it zero: no host memset, and CUDA-graph replays work.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
 import threading
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from .._version import __version__
 from ..packing import PackedWeights, conv_memory_format
 from ..spec import InceptionSpec
 from . import interpreting
+from .schedule import COLUMNS, Schedule
+from .tuning import TileConfig, device_index, dot_precision, schedule_for, sm_count
 
-__all__ = ["TileConfig", "autotune", "candidate_configs", "default_config", "inception_forward_triton", "interpreting"]
+__all__ = ["inception_forward_triton", "launch_state", "work_table"]
+
+NCOL: tl.constexpr = len(COLUMNS)
 
 
 @triton.jit
@@ -54,179 +71,221 @@ def _relu(v, RELU: tl.constexpr):
 
 
 @triton.jit
-def _load_x(x_img, hh, ww, pix_ok, c0, sxc, sxh, sxw, CIN: tl.constexpr, BK: tl.constexpr):
-    cs = c0 + tl.arange(0, BK)
-    ptrs = x_img + cs[None, :] * sxc + hh[:, None] * sxh + ww[:, None] * sxw
-    return tl.load(ptrs, mask=pix_ok[:, None] & (cs < CIN)[None, :], other=0.0)
-
-
-@triton.jit
-def _load_w(w_ptr, r0, c0, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr,
-            BR: tl.constexpr, BC: tl.constexpr):
-    rs = r0 + tl.arange(0, BR)
-    cs = c0 + tl.arange(0, BC)
-    return tl.load(w_ptr + rs[:, None] * LD + cs[None, :],
-                   mask=(rs < ROWS)[:, None] & (cs < COLS)[None, :], other=0.0)
-
-
-@triton.jit
-def _store_out(out_img, acc, bias_ptr, c0, hh, ww, pix_ok, c_off, soc, soh, sow,
-               COUT: tl.constexpr, BN: tl.constexpr, RELU: tl.constexpr):
-    cs = c0 + tl.arange(0, BN)
-    c_ok = cs < COUT
-    acc = _relu(acc + tl.load(bias_ptr + cs, mask=c_ok, other=0.0)[None, :], RELU)
-    ptrs = out_img + (c_off + cs)[None, :] * soc + hh[:, None] * soh + ww[:, None] * sow
-    tl.store(ptrs, acc.to(out_img.dtype.element_ty), mask=pix_ok[:, None] & c_ok[None, :])
-
-
-@triton.jit
-def _pointwise_item(x_img, out_img, w_ptr, bias_ptr, oh0, ow0, c0, H, W,
-                    sxc, sxh, sxw, soc, soh, sow,
-                    W_LD: tl.constexpr, W_COL: tl.constexpr, OUT_C: tl.constexpr,
-                    CIN: tl.constexpr, COUT: tl.constexpr, POOL: tl.constexpr, RELU: tl.constexpr,
-                    TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-                    PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """1x1 conv of ``x`` (or of its 3x3 max-pool when POOL) for output channels [c0, c0+BN)."""
-    pix = tl.arange(0, TH * TW)
-    hh = oh0 + pix // TW
-    ww = ow0 + pix % TW
-    pix_ok = (hh < H) & (ww < W)
-    acc = tl.zeros((TH * TW, BN), dtype=tl.float32)
-    for k0 in range(0, CIN, BK):
+def _x_gemm(x_ptr, w_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
+            CIN: tl.constexpr, W_LD: tl.constexpr, W_COLS: tl.constexpr, POOL: tl.constexpr,
+            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+            PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """x tile (or its 3x3 max-pool when POOL) @ w[:, cols] over input chunks [k_lo, k_hi)."""
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    col_ok = cols < W_COLS
+    for i in range(0, k_hi - k_lo):
+        cs = (k_lo + i) * BK + tl.arange(0, BK)
+        c_ok = cs < CIN
+        coff = cs.to(tl.int64) * sxc
+        ok2 = ok[:, None] & c_ok[None, :]
+        # Start from the pixel itself (inside the image for every valid row).
+        a = tl.load(x_ptr + xrow[:, None] + coff[None, :], mask=ok2, other=0.0)
         if POOL:
-            cs = k0 + tl.arange(0, BK)
-            ok = pix_ok[:, None] & (cs < CIN)[None, :]
-            # Start from the centre tap, which is inside the image for every valid pixel.
-            a = tl.load(x_img + cs[None, :] * sxc + hh[:, None] * sxh + ww[:, None] * sxw,
-                        mask=ok, other=0.0)
             if UPCAST:  # the interpreter (Triton 3.9) compares bf16 as raw bits: max(-1, 0.5) = -1
                 a = a.to(tl.float32)
             for tap in tl.static_range(9):
-                sh = hh + (tap // 3 - 1)
-                sw = ww + (tap % 3 - 1)
-                inside = pix_ok & (sh >= 0) & (sh < H) & (sw >= 0) & (sw < W)
-                v = tl.load(x_img + cs[None, :] * sxc + sh[:, None] * sxh + sw[:, None] * sxw,
-                            mask=inside[:, None] & (cs < CIN)[None, :], other=float("-inf"))
-                if UPCAST:
-                    v = v.to(tl.float32)
-                a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)
-            # Padded lanes would be -inf and turn into NaN in the GEMM: zero them (in x's dtype:
-            # a bf16 tensor and a Python float promote to fp32).
-            a = tl.where(ok, a, 0.0).to(x_img.dtype.element_ty)
-        else:
-            a = _load_x(x_img, hh, ww, pix_ok, k0, sxc, sxh, sxw, CIN, BK)
-        b = _load_w(w_ptr, k0, W_COL + c0, CIN, W_COL + COUT, W_LD, BK, BN)
+                dh: tl.constexpr = tap // 3 - 1
+                dw: tl.constexpr = tap % 3 - 1
+                if dh != 0 or dw != 0:
+                    inside = ok & (hh + dh >= 0) & (hh + dh < H) & (ww + dw >= 0) & (ww + dw < W)
+                    v = tl.load(x_ptr + (xrow + dh * sxh + dw * sxw)[:, None] + coff[None, :],
+                                mask=inside[:, None] & c_ok[None, :], other=float("-inf"))
+                    if UPCAST:
+                        v = v.to(tl.float32)
+                    a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)
+            # Masked lanes hold -inf and would make NaN in the GEMM: zero them (in x's dtype: a
+            # bf16 tile and a Python float promote to fp32).
+            a = tl.where(ok2, a, 0.0).to(x_ptr.dtype.element_ty)
+        b = tl.load(w_ptr + cs[:, None] * W_LD + cols[None, :], mask=c_ok[:, None] & col_ok[None, :], other=0.0)
         acc = _mma(a, b, acc, PRECISION, UPCAST)
-    _store_out(out_img, acc, bias_ptr + W_COL, c0, hh, ww, pix_ok, OUT_C, soc, soh, sow, COUT, BN, RELU)
+    return acc
 
 
 @triton.jit
-def _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, wk_ptr, bk_ptr, oh0, ow0, c0, H, W,
-              sxc, sxh, sxw, soc, soh, sow,
-              W_LD: tl.constexpr, RED_COL: tl.constexpr, OUT_C: tl.constexpr,
-              CIN: tl.constexpr, CRED: tl.constexpr, COUT: tl.constexpr, K: tl.constexpr,
-              RELU: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr,
-              BK: tl.constexpr, BR: tl.constexpr, HC: tl.constexpr, G: tl.constexpr,
-              SCRATCH_C: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
-    """KxK conv of the reduce map for G blocks of BN output channels from c0, the reduce
-    recomputed once on the tile's halo (in chunks of HC pixels) and shared by the G blocks."""
-    BM: tl.constexpr = TH * TW
+def _r_gemm(r_ptr, w_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W,
+            R_LD: tl.constexpr, R_OFF: tl.constexpr, CRED: tl.constexpr, COUT: tl.constexpr,
+            K: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BKR: tl.constexpr,
+            PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """KxK conv of the reduce map in R (channels [R_OFF, R_OFF + CRED)) for output ``cols``, as
+    one implicit GEMM over chunks [k_lo, k_hi) of (tap, reduce channel); zero outside the image."""
+    NCH: tl.constexpr = (CRED + BKR - 1) // BKR
     PAD: tl.constexpr = K // 2
-    HALO_W: tl.constexpr = TW + K - 1
-    HALO_PIX: tl.constexpr = (TH + K - 1) * HALO_W
-    # Phase 1: reduce = relu(x @ W_red + b) on the halo, 0 outside the image (the KxK conv
-    # zero-pads the post-ReLU map), written to this program's scratch rows.
-    tl.debug_barrier()  # the previous item's phase-2 reads of the scratch are done
-    for hc in range(0, HALO_PIX, HC):
-        hp = hc + tl.arange(0, HC)
-        gh = oh0 - PAD + hp // HALO_W
-        gw = ow0 - PAD + hp % HALO_W
-        inside = (hp < HALO_PIX) & (gh >= 0) & (gh < H) & (gw >= 0) & (gw < W)
-        for r0 in range(0, CRED, BR):
-            acc = tl.zeros((HC, BR), dtype=tl.float32)
-            for k0 in range(0, CIN, BK):
-                a = _load_x(x_img, gh, gw, inside, k0, sxc, sxh, sxw, CIN, BK)
-                b = _load_w(w_in_ptr, k0, RED_COL + r0, CIN, RED_COL + CRED, W_LD, BK, BR)
-                acc = _mma(a, b, acc, PRECISION, UPCAST)
-            rs = r0 + tl.arange(0, BR)
-            r_ok = rs < CRED
-            acc = _relu(acc + tl.load(b_in_ptr + RED_COL + rs, mask=r_ok, other=0.0)[None, :], RELU)
-            acc = tl.where(inside[:, None] & r_ok[None, :], acc, 0.0)
-            tl.store(scratch + hp[:, None] * SCRATCH_C + rs[None, :], acc.to(scratch.dtype.element_ty))
-    tl.debug_barrier()  # the whole halo is staged before any shifted read
-    # Phase 2: K*K shifted GEMMs over the staged halo.
-    pix = tl.arange(0, BM)
-    ty = pix // TW
-    tx = pix % TW
-    hh = oh0 + ty
-    ww = ow0 + tx
-    pix_ok = (hh < H) & (ww < W)
-    for g in range(G):
-        cg = c0 + g * BN
-        if cg < COUT:
-            acc = tl.zeros((BM, BN), dtype=tl.float32)
-            for tap in range(K * K):
-                hidx = (ty + tap // K) * HALO_W + (tx + tap % K)
-                for r0 in range(0, CRED, BR):
-                    rs = r0 + tl.arange(0, BR)
-                    a = tl.load(scratch + hidx[:, None] * SCRATCH_C + rs[None, :])
-                    b = _load_w(wk_ptr + tap * CRED * COUT, r0, cg, CRED, COUT, COUT, BR, BN)
-                    acc = _mma(a, b, acc, PRECISION, UPCAST)
-            _store_out(out_img, acc, bk_ptr, cg, hh, ww, pix_ok, OUT_C, soc, soh, sow, COUT, BN, RELU)
+    acc = tl.zeros((BM, BN), dtype=tl.float32)
+    col_ok = cols < COUT
+    for i in range(0, k_hi - k_lo):
+        kk = k_lo + i
+        tap = kk // NCH
+        cs = (kk % NCH) * BKR + tl.arange(0, BKR)
+        c_ok = cs < CRED
+        dh = tap // K - PAD
+        dw = tap % K - PAD
+        inside = ok & (hh + dh >= 0) & (hh + dh < H) & (ww + dw >= 0) & (ww + dw < W)
+        src = (p + dh * W + dw).to(tl.int64) * R_LD + R_OFF
+        a = tl.load(r_ptr + src[:, None] + cs[None, :], mask=inside[:, None] & c_ok[None, :], other=0.0)
+        b = tl.load(w_ptr + (tap * CRED + cs)[:, None] * COUT + cols[None, :],
+                    mask=c_ok[:, None] & col_ok[None, :], other=0.0)
+        acc = _mma(a, b, acc, PRECISION, UPCAST)
+    return acc
+
+
+@triton.jit
+def _combine_splits(acc, ok, ws_ptr, arrive_ptr, slot, split, n_splits,
+                    BM: tl.constexpr, BN: tl.constexpr, WS_N: tl.constexpr, MAX_SPLITS: tl.constexpr):
+    """Store this split's partial; the last split to arrive returns (True, sum in split order)."""
+    offs = tl.arange(0, BM)[:, None] * WS_N + tl.arange(0, BN)[None, :]
+    base = ws_ptr + (slot * MAX_SPLITS).to(tl.int64) * (BM * WS_N)
+    tl.store(base + split * (BM * WS_N) + offs, acc, mask=ok[:, None])
+    tl.debug_barrier()  # every thread's partial is issued before the arrival is counted
+    arrived = tl.atomic_add(arrive_ptr + slot, 1, sem="acq_rel", scope="gpu")
+    last = arrived == n_splits - 1
+    total = tl.zeros((BM, BN), dtype=tl.float32)
+    if last:
+        tl.debug_barrier()
+        for s in range(0, n_splits):
+            total += tl.load(base + s * (BM * WS_N) + offs, mask=ok[:, None], other=0.0)
+        tl.atomic_xchg(arrive_ptr + slot, 0)  # nobody else touches it in this launch
+    return last, total
+
+
+@triton.jit
+def _store(out_ptr, acc, bias_ptr, cols, n_cols, out_c0, orow, ok, soc, RELU: tl.constexpr):
+    col_ok = cols < n_cols
+    acc = _relu(acc + tl.load(bias_ptr + cols, mask=col_ok, other=0.0)[None, :], RELU)
+    ptrs = out_ptr + orow[:, None] + (out_c0 + cols).to(tl.int64)[None, :] * soc
+    tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
+def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
+          w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, wp_ptr, bp_ptr,
+          NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
+          CIN: tl.constexpr, C1: tl.constexpr, C3R: tl.constexpr, C3: tl.constexpr,
+          C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
+          RELU: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+          BK3: tl.constexpr, BK5: tl.constexpr, TILE_TARGET: tl.constexpr, WS_N: tl.constexpr,
+          MAX_SPLITS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """One work item whose column block is BN wide."""
+    kind = tl.load(row + 0)
+    tile = tl.load(row + 1)
+    c0 = tl.load(row + 2)
+    split = tl.load(row + 4)
+    n_splits = tl.load(row + 5)
+    slot = tl.load(row + 6)
+    dep_lo = tl.load(row + 7)
+    dep_hi = tl.load(row + 8)
+    k_lo = tl.load(row + 9)
+    k_hi = tl.load(row + 10)
+    RC: tl.constexpr = C3R + C5R
+    p = tile * BM + tl.arange(0, BM)
+    ok = p < NHW
+    n = p // (H * W)
+    rem = p - n * (H * W)
+    hh = rem // W
+    ww = rem - hh * W
+    xrow = n.to(tl.int64) * sxn + hh.to(tl.int64) * sxh + ww.to(tl.int64) * sxw
+    orow = n.to(tl.int64) * son + hh.to(tl.int64) * soh + ww.to(tl.int64) * sow
+    cols = c0 + tl.arange(0, BN)
+    ready_ptr = state_ptr + 2
+    if kind >= 2:
+        # Acquire every tile the halo reads, all before the pipelined loop below.
+        for i in range(0, dep_hi - dep_lo + 1):
+            seen = tl.atomic_add(ready_ptr + dep_lo + i, 0, sem="acquire", scope="gpu")
+            while seen < TILE_TARGET:
+                seen = tl.atomic_add(ready_ptr + dep_lo + i, 0, sem="acquire", scope="gpu")
+        tl.debug_barrier()
+    if kind == 0:
+        acc = _x_gemm(x_ptr, w_in_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
+                      CIN, C1 + RC, C1 + RC, False, BM, BN, BK, PRECISION, UPCAST)
+    elif kind == 1:
+        acc = _x_gemm(x_ptr, wp_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
+                      CIN, CP, CP, True, BM, BN, BK, PRECISION, UPCAST)
+    elif kind == 2:
+        acc = _r_gemm(r_ptr, w3_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W, RC, 0, C3R, C3, K3,
+                      BM, BN, BK3, PRECISION, UPCAST)
+    else:
+        acc = _r_gemm(r_ptr, w5_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W, RC, C3R, C5R, C5, K5,
+                      BM, BN, BK5, PRECISION, UPCAST)
+    last = n_splits == 1
+    if n_splits > 1:
+        last, acc = _combine_splits(acc, ok, ws_ptr, ready_ptr + n_tiles, slot, split, n_splits,
+                                    BM, BN, WS_N, MAX_SPLITS)
+    if last:
+        if kind == 0:
+            # The 1x1 branch to its output slice, the reduce maps to R (in x's dtype, as the
+            # unfused layers would hand them on).
+            col_ok = cols < C1 + RC
+            v = _relu(acc + tl.load(b_in_ptr + cols, mask=col_ok, other=0.0)[None, :], RELU)
+            to_out = cols < C1
+            tl.store(out_ptr + orow[:, None] + cols.to(tl.int64)[None, :] * soc, v.to(out_ptr.dtype.element_ty),
+                     mask=ok[:, None] & to_out[None, :])
+            r_cols = tl.where(to_out, 0, cols - C1)
+            tl.store(r_ptr + p.to(tl.int64)[:, None] * RC + r_cols[None, :], v.to(r_ptr.dtype.element_ty),
+                     mask=ok[:, None] & (col_ok & ~to_out)[None, :])
+            tl.debug_barrier()  # all threads' R stores are issued before the release
+            tl.atomic_add(ready_ptr + tile, 1, sem="release", scope="gpu")
+        elif kind == 1:
+            _store(out_ptr, acc, bp_ptr, cols, CP, C1 + C3 + C5, orow, ok, soc, RELU)
+        elif kind == 2:
+            _store(out_ptr, acc, b3_ptr, cols, C3, C1, orow, ok, soc, RELU)
+        else:
+            _store(out_ptr, acc, b5_ptr, cols, C5, C1 + C3, orow, ok, soc, RELU)
 
 
 @triton.jit
 def inception_fwd_kernel(
-    x_ptr, out_ptr, scratch_ptr,
+    table_ptr, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
     w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, wp_ptr, bp_ptr,
-    H, W, tiles_w, tiles_per_img, n_tiles, total_work, n_programs, iters,
+    NHW, H, W, n_items, n_tiles, n_programs, state_size,
     sxn, sxc, sxh, sxw, son, soc, soh, sow,
     CIN: tl.constexpr, C1: tl.constexpr, C3R: tl.constexpr, C3: tl.constexpr,
     C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
-    RELU: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-    BR3: tl.constexpr, BR5: tl.constexpr, HC: tl.constexpr, G: tl.constexpr,
-    SCRATCH_PIX: tl.constexpr, SCRATCH_C: tl.constexpr,
+    RELU: tl.constexpr, BM: tl.constexpr, BN_MAX: tl.constexpr, BK: tl.constexpr,
+    BK3: tl.constexpr, BK5: tl.constexpr, TILE_TARGET: tl.constexpr, MAX_SPLITS: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    W_LD: tl.constexpr = C1 + C3R + C5R
-    N3: tl.constexpr = (C3 + BN * G - 1) // (BN * G)  # KxK items hold G channel blocks each
-    N5: tl.constexpr = (C5 + BN * G - 1) // (BN * G)
-    N1: tl.constexpr = (C1 + BN - 1) // BN
-    pid = tl.program_id(0)
-    scratch = scratch_ptr + pid.to(tl.int64) * (SCRATCH_PIX * SCRATCH_C)
-    # Programs stride over the work list (a range() starting at a program id trips the interpreter).
-    for i in range(0, iters):
-        work = pid + i * n_programs
-        item = work // n_tiles
-        tile = work % n_tiles
-        n = tile // tiles_per_img
-        t = tile % tiles_per_img
-        oh0 = (t // tiles_w) * TH
-        ow0 = (t % tiles_w) * TW
-        x_img = x_ptr + n.to(tl.int64) * sxn
-        out_img = out_ptr + n.to(tl.int64) * son
-        if work >= total_work:
-            item = -1
-        if item < 0:
-            pass
-        elif item < N3:
-            _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, oh0, ow0,
-                      item * BN * G, H, W, sxc, sxh, sxw, soc, soh, sow,
-                      W_LD, C1, C1, CIN, C3R, C3, K3, RELU, TH, TW, BN, BK, BR3, HC, G, SCRATCH_C,
-                      PRECISION, UPCAST)
-        elif item < N3 + N5:
-            _kxk_item(x_img, out_img, scratch, w_in_ptr, b_in_ptr, w5_ptr, b5_ptr, oh0, ow0,
-                      (item - N3) * BN * G, H, W, sxc, sxh, sxw, soc, soh, sow,
-                      W_LD, C1 + C3R, C1 + C3, CIN, C5R, C5, K5, RELU, TH, TW, BN, BK, BR5, HC, G, SCRATCH_C,
-                      PRECISION, UPCAST)
-        elif item < N3 + N5 + N1:
-            _pointwise_item(x_img, out_img, w_in_ptr, b_in_ptr, oh0, ow0, (item - N3 - N5) * BN, H, W,
-                            sxc, sxh, sxw, soc, soh, sow, W_LD, 0, 0, CIN, C1, False, RELU,
-                            TH, TW, BN, BK, PRECISION, UPCAST)
+    ticket = tl.atomic_add(state_ptr, 1)
+    while ticket < n_items:
+        row = table_ptr + ticket * NCOL
+        width = tl.load(row + 3)
+        # One specialisation per column-block width: tail blocks (64/32/16) keep channel padding
+        # below 16 without shrinking the bulk of a branch.
+        if width == 16:
+            _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
+                  b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
+                  CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 16, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                  MAX_SPLITS, PRECISION, UPCAST)
+        elif width == 32:
+            if BN_MAX >= 32:
+                _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
+                      b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
+                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 32, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                      MAX_SPLITS, PRECISION, UPCAST)
+        elif width == 64:
+            if BN_MAX >= 64:
+                _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
+                      b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
+                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 64, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                      MAX_SPLITS, PRECISION, UPCAST)
         else:
-            _pointwise_item(x_img, out_img, wp_ptr, bp_ptr, oh0, ow0, (item - N3 - N5 - N1) * BN, H, W,
-                            sxc, sxh, sxw, soc, soh, sow, CP, 0, C1 + C3 + C5, CIN, CP, True, RELU,
-                            TH, TW, BN, BK, PRECISION, UPCAST)
+            if BN_MAX >= 128:
+                _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
+                      b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
+                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 128, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                      MAX_SPLITS, PRECISION, UPCAST)
+        ticket = tl.atomic_add(state_ptr, 1)
+    # The last program out leaves the state zero for the next launch on this stream: every other
+    # program has counted itself finished, so none reads the state any more.
+    tl.debug_barrier()
+    finished = tl.atomic_add(state_ptr + 1, 1, sem="acq_rel", scope="gpu")
+    if finished == n_programs - 1:
+        for i in range(0, state_size, 1024):
+            offs = i + tl.arange(0, 1024)
+            tl.store(state_ptr + offs, 0, mask=offs < state_size)
 
 
 # This module is imported on the first launch, after the package fixed the mode (interpreting()):
@@ -237,252 +296,69 @@ if isinstance(inception_fwd_kernel, InterpretedFunction) != interpreting():
                        "before importing fused_inception and leave it")
 
 
-@dataclass(frozen=True)
-class TileConfig:
-    """Tile shape of one launch.
+# -- launch state and work tables -----------------------------------------------------------------
+_STATE: dict[tuple, torch.Tensor] = {}
+_TABLES: dict[tuple, torch.Tensor] = {}
+_CACHE_LOCK = threading.Lock()
 
-    A ``th`` x ``tw`` pixel tile; ``bn`` output channels per block; ``bk``/``br`` chunks of the
-    input/reduce channels; ``hc`` halo pixels per reduce GEMM; ``kxk_group`` channel blocks per
-    KxK work item (0: the whole branch, so the halo reduce is computed once per tile; 1: one block
-    per item, more parallelism for small batches at the price of recomputing the reduce).
+
+def _stream_key(device: torch.device) -> tuple:
+    if device.type != "cuda":
+        return (device.type,)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return (index, torch.cuda.current_stream(index).stream_id)
+
+
+def launch_state(device: torch.device, size: int) -> torch.Tensor:
+    """The zeroed int32 launch state of the current stream on ``device``, at least ``size`` words.
+
+    One per (device, stream): launches on one stream are ordered, so they can share it, and
+    launches on two streams never do. Each launch leaves it zero (see the module docstring). Inside
+    a CUDA graph capture a state too small is made for that graph alone (its zeroing is captured)
+    and not kept, since it lives in the graph's memory pool.
     """
-
-    th: int = 8
-    tw: int = 8
-    bn: int = 64
-    bk: int = 32
-    br: int = 32
-    hc: int = 64
-    kxk_group: int = 0
-    num_warps: int = 4
-    num_stages: int = 2
-    programs_per_sm: int = 2  # persistent programs per SM (each owns a scratch slot in L2)
-
-    def __post_init__(self) -> None:
-        for f in fields(self):  # a tuning-cache file may hold anything: floats, strings, JSON booleans
-            v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"TileConfig.{f.name} must be an int, got {v!r}")
-        for name in ("th", "tw", "bn", "bk", "br", "hc", "num_warps"):
-            v = getattr(self, name)
-            if v < 1 or v & (v - 1):
-                raise ValueError(f"TileConfig.{name} must be a power of two, got {v}")
-        if self.th * self.tw < 16 or min(self.bn, self.bk, self.br, self.hc) < 16:
-            raise ValueError("TileConfig: th*tw, bn, bk, br and hc must be >= 16 (tl.dot's minimum)")
-        if self.kxk_group < 0:
-            raise ValueError(f"TileConfig.kxk_group must be >= 0, got {self.kxk_group}")
-        if self.num_stages < 1 or self.programs_per_sm < 1:
-            raise ValueError(f"TileConfig.num_stages and programs_per_sm must be >= 1, got {self.num_stages} "
-                             f"and {self.programs_per_sm}")
-
-    def group(self, spec: InceptionSpec) -> int:
-        """Channel blocks per KxK work item for ``spec``."""
-        whole = max(triton.cdiv(spec.ch3x3, self.bn), triton.cdiv(spec.ch5x5, self.bn))
-        return whole if self.kxk_group == 0 else min(self.kxk_group, whole)
+    key = _stream_key(device)
+    with _CACHE_LOCK:
+        state = _STATE.get(key)
+        if state is not None and state.numel() >= size:
+            return state
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return torch.zeros(size, dtype=torch.int32, device=device)
+        state = torch.zeros(max(size, 2 * (state.numel() if state is not None else 0)), dtype=torch.int32,
+                            device=device)
+        _STATE[key] = state
+        return state
 
 
-def _pow2_at_least(v: int, lo: int = 16, hi: int = 128) -> int:
-    return max(lo, min(hi, triton.next_power_of_2(v)))
+def work_table(sched: Schedule, device: torch.device) -> torch.Tensor:
+    """``sched.items`` as the int32 table the kernel reads, uploaded once per device."""
+    key = (device.type, device.index, sched)
+    table = _TABLES.get(key)
+    if table is not None:
+        return table
+    host = torch.tensor(sched.items, dtype=torch.int32).reshape(-1)
+    if device.type != "cuda":
+        table = host
+    else:
+        capturing = torch.cuda.is_current_stream_capturing()
+        table = host.pin_memory().to(device, non_blocking=True)
+        if capturing:  # in the graph's pool: good for this graph only
+            return table
+    with _CACHE_LOCK:
+        if len(_TABLES) >= 256:
+            _TABLES.clear()
+        _TABLES[key] = table
+    return table
 
 
-def _work_items(spec: InceptionSpec, cfg: TileConfig, n: int, h: int, w: int) -> int:
-    g = cfg.group(spec)
-    items = (sum(triton.cdiv(c, cfg.bn * g) for c in (spec.ch3x3, spec.ch5x5))
-             + sum(triton.cdiv(c, cfg.bn) for c in (spec.ch1x1, spec.pool_proj)))
-    return items * n * triton.cdiv(h, cfg.th) * triton.cdiv(w, cfg.tw)
-
-
-def reduce_chunks(spec: InceptionSpec, cfg: TileConfig) -> tuple[int, int]:
-    """Reduce-channel chunk of the two KxK branches: the smallest power of two that covers each
-    reduce width, up to ``cfg.br`` (the "5x5" reduce is often 16-48 channels wide)."""
-    br3, br5 = (min(cfg.br, _pow2_at_least(c, 16, 128)) for c in (spec.ch3x3red, spec.ch5x5red))
-    return br3, br5
-
-
-def scratch_shape(spec: InceptionSpec, cfg: TileConfig) -> tuple[int, int]:
-    """(pixels, channels) of one program's halo scratch, padded to whole HC / BR chunks."""
-    br3, br5 = reduce_chunks(spec, cfg)
-    halo = max((cfg.th + k - 1) * (cfg.tw + k - 1) for k in (spec.k3, spec.k5))
-    return (triton.cdiv(halo, cfg.hc) * cfg.hc,
-            max(triton.cdiv(spec.ch3x3red, br3) * br3, triton.cdiv(spec.ch5x5red, br5) * br5))
-
-
-def _small_batch(cfg: TileConfig) -> TileConfig:
-    """8x8 tiles, 32-channel blocks, one block per KxK item: the most work items (the reduce is
-    recomputed per item), for batches too small to fill the GPU otherwise."""
-    return replace(cfg, th=8, tw=8, bn=32, kxk_group=1)
-
-
-def default_config(spec: InceptionSpec, h: int, w: int, n: int | None = None,
-                   sms: int | None = None, dtype: torch.dtype | None = None) -> TileConfig:
-    """The heuristic tile shape (used untimed: autotuning off, or inside a CUDA graph capture).
-    With ``n`` and ``sms`` given, a batch whose work items would not cover the SMs gets the
-    small-batch shape instead. fp32 operands take 8 warps (4 spill registers at bn=64)."""
-    # 8x8 tiles, 32-channel input chunks, 4 warps: on sm_90 (Triton 3.6) this compiles without
-    # register spills and with ~52 KB of shared memory; 16x16 tiles with 2 stages need ~350 KB,
-    # more than an SM has (benchmarks/compile_report.py).
-    cfg = TileConfig(th=8, tw=8, bn=64, bk=_pow2_at_least(spec.in_channels, 16, 32),
-                     br=_pow2_at_least(max(spec.ch3x3red, spec.ch5x5red), 16, 64), hc=32,
-                     num_warps=8 if dtype == torch.float32 else 4, num_stages=2)
-    if n is not None and sms is not None and _work_items(spec, cfg, n, h, w) < sms:
-        return _small_batch(cfg)
-    return cfg
-
-
-def candidate_configs(spec: InceptionSpec, h: int, w: int, dtype: torch.dtype | None = None) -> list[TileConfig]:
-    """The autotuning space for one block shape, the heuristic first.
-
-    Kept small on purpose: each entry is a separate compilation of a large kernel, and a whole
-    GoogLeNet tunes nine block shapes on first use.
-    """
-    base = default_config(spec, h, w, dtype=dtype)
-    out = [base, _small_batch(base),
-           replace(base, bk=_pow2_at_least(spec.in_channels, 16, 64), num_warps=8),
-           replace(base, bn=128, num_warps=8),
-           replace(base, num_stages=3)]
-    if h > 8 and w > 8:  # fewer halo pixels per tile pixel (324/256 vs 100/64 for K=3), one stage
-        out.append(replace(base, th=16, tw=16, num_warps=8, num_stages=1))
-    return list(dict.fromkeys(out))
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    if interpreting():
-        return "ieee"  # the interpreter multiplies in numpy; ask for nothing it would ignore
-    if dtype == torch.float32:
-        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"  # PyTorch's conv rule for fp32
-    return "tf32"  # Triton's default; for fp16/bf16 operands it only means "tensor cores"
-
-
-@functools.cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-@functools.cache
-def _device_name(device_index: int) -> str:
-    return torch.cuda.get_device_name(device_index)
-
-
-# -- autotuning -----------------------------------------------------------------------------------
-# Key: block shape, map size, dtype, layout, device and a power-of-two batch bucket (so batch 1
-# and batch 256 may pick different tiles, but batch 200 and 256 share a result), and the package
-# and Triton versions (another kernel, another compiler: another best tile). Results live in
-# memory and in a JSON file (FUSED_INCEPTION_CACHE_DIR, default ~/.cache/fused_inception).
-_TUNED: dict[str, TileConfig] = {}
-_TUNE_LOCK = threading.Lock()
-
-
-def _tune_key(x: torch.Tensor, spec: InceptionSpec) -> str:
-    n, _, h, w = x.shape
-    layout = "cl" if conv_memory_format(x) == torch.channels_last else "nchw"
-    dev = _device_name(_device_index(x)) if x.is_cuda else x.device.type
-    bucket = min(triton.next_power_of_2(max(n, 1)), 256)
-    return (f"{dev}|fused_inception{__version__}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|"
-            f"relu{int(spec.relu)}|{h}x{w}|{str(x.dtype).removeprefix('torch.')}|{layout}|{_dot_precision(x.dtype)}|n{bucket}")
-
-
-def _cache_file() -> Path:
-    root = os.environ.get("FUSED_INCEPTION_CACHE_DIR") or Path.home() / ".cache" / "fused_inception"
-    return Path(root) / "triton_autotune.json"
-
-
-def _load_disk_cache() -> dict:
-    """The cache file's entries; none when it is missing or not a JSON object. The file is
-    outside our control (half written, hand edited, an older format), so nothing here raises."""
-    try:
-        data = json.loads(_cache_file().read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-_CONFIG_FIELDS = frozenset(f.name for f in fields(TileConfig))
-
-
-def _config_from_disk(entry: object) -> TileConfig | None:
-    """The cached entry as a TileConfig; None (re-tune) for anything this version did not write."""
-    if not isinstance(entry, dict) or entry.keys() != _CONFIG_FIELDS:
-        return None
-    try:
-        return TileConfig(**entry)
-    except (TypeError, ValueError):
-        return None
-
-
-def _store_disk_cache(key: str, cfg: TileConfig) -> None:
-    try:
-        path = _cache_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _load_disk_cache()
-        data[key] = asdict(cfg)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only home only costs a re-tune in the next process
-
-
-def _do_bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=5, rep=25, return_mode="median")
-
-
-def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
-             candidates: list[TileConfig] | None = None, bench=None) -> TileConfig:
-    """The fastest tile config for this case, timed once per key and cached (memory and disk).
-
-    ``bench(fn) -> ms`` times a launch (default ``triton.testing.do_bench``, median). A config
-    that fails to compile or launch (e.g. out of shared memory) is skipped.
-    """
-    key = _tune_key(x, spec)
-    with _TUNE_LOCK:
-        if key in _TUNED:
-            return _TUNED[key]
-        disk = _config_from_disk(_load_disk_cache().get(key))
-        if disk is not None:
-            _TUNED[key] = disk
-            return disk
-        bench = bench or _do_bench
-        out = torch.empty((x.shape[0], spec.out_channels, *x.shape[2:]), dtype=x.dtype, device=x.device,
-                          memory_format=conv_memory_format(x))
-        best, best_ms = None, float("inf")
-        for cfg in candidates or candidate_configs(spec, x.shape[2], x.shape[3], x.dtype):
-            try:
-                ms = bench(lambda cfg=cfg: inception_forward_triton(x, packed, spec, config=cfg, out=out))
-            except Exception:  # noqa: BLE001 - e.g. OutOfResources for a large tile
-                continue
-            if ms < best_ms:
-                best, best_ms = cfg, ms
-        if best is None:
-            raise RuntimeError(f"no Triton tile config could run for {key}")
-        _TUNED[key] = best
-        _store_disk_cache(key, best)
-        return best
-
-
-def _pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> TileConfig:
-    n, _, h, w = x.shape
-    if not x.is_cuda:
-        return default_config(spec, h, w, dtype=x.dtype)
-    cfg = _TUNED.get(_tune_key(x, spec))
-    if cfg is not None:
-        return cfg
-    if os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
-        # No timing (switched off, or inside a CUDA graph capture): the batch-aware heuristic.
-        return default_config(spec, h, w, n, _sm_count(_device_index(x)), x.dtype)
-    return autotune(x, packed, spec)
-
-
-def _device_index(x: torch.Tensor) -> int:
-    return x.device.index if x.device.index is not None else torch.cuda.current_device()
-
-
-def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
-                             config: TileConfig | None = None, max_programs: int | None = None,
-                             out: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the fused block on ``x`` (N, Cin, H, W) in one launch; returns (N, Cout, H, W).
+def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec, config: TileConfig,
+                             max_programs: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the fused block on ``x`` (N, Cin, H, W) in one launch with tile ``config`` (chosen by
+    ``tuning.pick_config``); returns (N, Cout, H, W).
 
     ``x`` may be NCHW, channels_last or strided; it is read in place. ``max_programs`` caps the
-    persistent grid (default: a few programs per SM on a GPU, one per work item in the interpreter).
+    persistent grid (default: ``programs_per_sm`` per SM on a GPU, 4 in the interpreter, which
+    runs programs one after another).
     """
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"the Triton backend takes float16, bfloat16 or float32 input, got {x.dtype}")
@@ -494,32 +370,37 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
                           memory_format=conv_memory_format(x))
     if out.numel() == 0:
         return out
-    if max(cin, spec.out_channels) * h * w >= 2**31:
-        raise ValueError(f"one image of {max(cin, spec.out_channels)}x{h}x{w} elements exceeds 2^31")
-    cfg = config or _pick_config(x, packed, spec)
-    tiles_h, tiles_w = triton.cdiv(h, cfg.th), triton.cdiv(w, cfg.tw)
-    n_tiles = n * tiles_h * tiles_w
-    g = cfg.group(spec)
-    total_work = _work_items(spec, cfg, n, h, w)
+    if n * h * w + config.block_m >= 2**31:
+        raise ValueError(f"{n}x{h}x{w} = {n * h * w} pixels: the kernel indexes pixels with 32-bit ints "
+                         "(split the batch)")
+    sched = schedule_for(spec, n, h, w, config)
+    n_items = len(sched.items)
     if max_programs is None:
-        if x.is_cuda:
-            max_programs = _sm_count(_device_index(x)) * cfg.programs_per_sm
-        else:
-            max_programs = total_work
-    grid = min(total_work, max_programs)
-    br3, br5 = reduce_chunks(spec, cfg)
-    scratch_pix, scratch_c = scratch_shape(spec, cfg)
-    scratch = torch.empty((grid, scratch_pix, scratch_c), dtype=x.dtype, device=x.device)
-    upcast = interpreting() and x.dtype == torch.bfloat16
-    inception_fwd_kernel[(grid,)](
-        x, out, scratch, *packed,
-        h, w, tiles_w, tiles_h * tiles_w, n_tiles, total_work, grid, triton.cdiv(total_work, grid),
-        *x.stride(), *out.stride(),
-        CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
-        CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
-        TH=cfg.th, TW=cfg.tw, BN=cfg.bn, BK=cfg.bk, BR3=br3, BR5=br5, HC=cfg.hc, G=g,
-        SCRATCH_PIX=scratch_pix, SCRATCH_C=scratch_c,
-        PRECISION=_dot_precision(x.dtype), UPCAST=upcast,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+        max_programs = sm_count(device_index(x)) * config.programs_per_sm if x.is_cuda else 4
+    grid = max(1, min(n_items, max_programs))
+    interp = interpreting()
+    # R and the split partials are fully written before they are read; the interpreter fills them
+    # with NaN so that a read of an unwritten element shows in every test.
+    alloc = (lambda *s, **kw: torch.full(s, float("nan"), **kw)) if interp else torch.empty
+    r = alloc(n * h * w, spec.ch3x3red + spec.ch5x5red, dtype=x.dtype, device=x.device)
+    ws = alloc(max(sched.n_slots, 1) * sched.max_splits, config.block_m, config.block_n, dtype=torch.float32,
+               device=x.device)
+    state = launch_state(x.device, sched.state_size)
+    table = work_table(sched, x.device)
+    try:
+        inception_fwd_kernel[(grid,)](
+            table, state, x, out, r, ws, *packed,
+            n * h * w, h, w, n_items, sched.n_tiles, grid, sched.state_size,
+            *x.stride(), *out.stride(),
+            CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
+            CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
+            BM=config.block_m, BN_MAX=config.block_n, BK=sched.bk, BK3=sched.bk3, BK5=sched.bk5,
+            TILE_TARGET=sched.tile_target, MAX_SPLITS=sched.max_splits,
+            PRECISION=dot_precision(x.dtype), UPCAST=interp and x.dtype == torch.bfloat16,
+            num_warps=config.num_warps, num_stages=config.num_stages,
+        )
+    except BaseException:
+        if not x.is_cuda:  # an interpreted launch stopped half way: leave no stale state behind
+            state.zero_()
+        raise
     return out
