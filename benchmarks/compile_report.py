@@ -3,8 +3,10 @@
 The launcher is run on CPU tensors of the real shapes with the kernel launch intercepted; each
 argument is specialised exactly as Triton's JIT would (16-divisibility, ints equal to 1) and the
 kernel is compiled ahead of time for the target (default sm_90, an H100/H200). The report gives,
-per case: registers, spilled bytes (stack), shared memory, compile time, and the SASS instruction
-mix that matters (tensor-core HMMA/HGMMA, global-load widths). Usage:
+per case: registers, spilled bytes (stack), shared memory, compile time, how many ``tt.dot``s became
+wgmma (``warp_group_dot`` in the TTGIR), the ticket protocol's acquire/release instructions in the
+PTX (and whether each acquire poll stayed inside its wait loop), and the SASS instruction mix that
+matters (tensor-core HMMA/HGMMA, global-load widths). Usage:
 
     python benchmarks/compile_report.py [--blocks 3a,4d,5b] [--batches 1,256] [--dtype fp16]
                                         [--layout channels_last] [--arch 90]
@@ -35,11 +37,12 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, FusedInception, googlenet_spec  # noqa: E402
 from fused_inception.kernels import triton_inception as tk  # noqa: E402
+from fused_inception.kernels import tuning  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def capture_launch(x: torch.Tensor, block: FusedInception, cfg: tk.TileConfig, sms: int):
+def capture_launch(x: torch.Tensor, block: FusedInception, cfg: tuning.TileConfig, sms: int):
     """Run the launcher with the kernel launch intercepted; returns (args, constexpr kwargs, options)."""
     seen = {}
 
@@ -49,7 +52,7 @@ def capture_launch(x: torch.Tensor, block: FusedInception, cfg: tk.TileConfig, s
     real = tk.inception_fwd_kernel.run
     tk.inception_fwd_kernel.run = fake_run
     try:
-        tk.inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, config=cfg,
+        tk.inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, cfg,
                                     max_programs=sms * cfg.programs_per_sm)
     finally:
         tk.inception_fwd_kernel.run = real
@@ -96,6 +99,32 @@ def resources(cubin: bytes) -> dict:
     return out
 
 
+def dot_facts(kernel) -> dict:
+    """How the kernel's ``tt.dot``s were lowered: on sm_90 each should be a ``warp_group_dot``
+    (wgmma) in the TTGIR; a ``tt.dot`` left there runs as mma.sync (or FMA). Checked on the TTGIR
+    because SASS cannot be mapped back to loops."""
+    ttgir = kernel.asm["ttgir"]
+    return {"dots": len(re.findall(r"\btt\.dot\b", kernel.asm["ttir"])),
+            "wgmma": len(re.findall(r"\bttng\.warp_group_dot\b(?!_)", ttgir)),
+            "mma_left": len(re.findall(r"\btt\.dot\b", ttgir))}
+
+
+def protocol_facts(ptx: str) -> dict:
+    """The ticket protocol as compiled: release atomics, and acquire operations (an acquiring
+    atomic that LLVM may turn into ``ld.acquire``: also an acquire, unlike a volatile load), and
+    ``spin_loops``: short loops (a label, a branch back to it within 40 lines) that poll an acquire,
+    one per specialisation of the item code when the compiler kept the poll inside its wait loop
+    instead of hoisting it (which would spin forever on a stale value)."""
+    lines = ptx.splitlines()
+    labels = {m[1]: i for i, line in enumerate(lines) if (m := re.match(r"^(\$L__\w+):", line))}
+    back = [(labels[m[1]], i) for i, line in enumerate(lines)
+            if (m := re.search(r"\bbra(?:\.uni)?\s+(\$L__\w+);", line)) and labels.get(m[1], i + 1) <= i]
+    acquires = [i for i, line in enumerate(lines) if re.search(r"\b(?:ld|atom)\.global\.gpu\.acquire\b", line)]
+    return {"release": sum(bool(re.search(r"\batom\.global\.gpu\.release\b", line)) for line in lines),
+            "acquire": len(acquires),
+            "spin_loops": sum(hi - lo <= 40 and any(lo <= i <= hi for i in acquires) for lo, hi in back)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", default=",".join(GOOGLENET_BLOCKS))
@@ -107,8 +136,7 @@ def main() -> None:
     p.add_argument("--candidates", action="store_true", help="every autotune candidate, not the heuristic")
     a = p.parse_args()
     dtype = DTYPES[a.dtype]
-    print(f"triton {triton.__version__}, sm_{a.arch}, {a.dtype} {a.layout}")
-    print(f"{'block':5} {'n':>4} {'config':58} {'regs':>4} {'stack':>5} {'smem':>6} {'s':>5}  sass")
+    print(f"triton {triton.__version__}, sm_{a.arch}, {a.dtype} {a.layout}; one line per case, key=value")
     for name in a.blocks.split(","):
         spec = googlenet_spec(name)
         hw = GOOGLENET_SPATIAL[name]
@@ -117,17 +145,19 @@ def main() -> None:
             x = torch.randn(n, spec.in_channels, hw, hw, dtype=dtype)
             if a.layout == "channels_last":
                 x = x.contiguous(memory_format=torch.channels_last)
-            cfgs = (tk.candidate_configs(spec, hw, hw, dtype) if a.candidates
-                    else [tk.default_config(spec, hw, hw, n, a.sms, dtype)])
+            cfgs = (tuning.candidate_configs(spec, n, hw, hw, a.sms, dtype) if a.candidates
+                    else [tuning.default_config(spec, n, hw, hw, a.sms, dtype)])
             for cfg in cfgs:
                 args, kwargs = capture_launch(x, block, cfg, a.sms)
                 kernel, secs = compile_case(args, kwargs, a.arch)
                 r = resources(kernel.asm["cubin"])
-                c = (f"{cfg.th}x{cfg.tw} bn{cfg.bn} bk{cfg.bk} br{cfg.br} hc{cfg.hc} g{cfg.kxk_group} "
-                     f"w{cfg.num_warps} s{cfg.num_stages}")
+                facts = {"block": name, "n": n, "m": cfg.block_m, "nb": cfg.block_n, "k": cfg.block_k,
+                         "kr": cfg.block_kr, "split": cfg.split_k, "warps": cfg.num_warps,
+                         "stages": cfg.num_stages, "regs": r.get("regs", -1), "spill": r.get("stack", -1),
+                         "smem": kernel.metadata.shared, **dot_facts(kernel), **protocol_facts(kernel.asm["ptx"]),
+                         "secs": f"{secs:.1f}"}
                 sass = " ".join(f"{k}:{v}" for k, v in sorted(r["sass"].items()))
-                print(f"{name:5} {n:>4} {c:58} {r.get('regs', '?'):>4} {r.get('stack', '?'):>5} "
-                      f"{kernel.metadata.shared:>6} {secs:>5.1f}  {sass}", flush=True)
+                print(" ".join(f"{k}={v}" for k, v in facts.items()), f"sass={sass.replace(' ', ',')}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from .tuning import TileConfig, device_index, dot_precision, schedule_for, sm_co
 
 __all__ = ["inception_forward_triton", "launch_state", "work_table"]
 
-NCOL: tl.constexpr = len(COLUMNS)
+NCOL = tl.constexpr(len(COLUMNS))
 
 
 @triton.jit
@@ -78,7 +78,9 @@ def _x_gemm(x_ptr, w_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sx
     """x tile (or its 3x3 max-pool when POOL) @ w[:, cols] over input chunks [k_lo, k_hi)."""
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     col_ok = cols < W_COLS
-    for i in range(0, k_hi - k_lo):
+    # The pool's nine tap loads are not multi-buffered: pipelined, they took ~290 KB of shared
+    # memory at 128x64 (more than an SM has); its loop is bound by those loads anyway.
+    for i in tl.range(0, k_hi - k_lo, num_stages=1 if POOL else None):
         cs = (k_lo + i) * BK + tl.arange(0, BK)
         c_ok = cs < CIN
         coff = cs.to(tl.int64) * sxc
@@ -89,15 +91,15 @@ def _x_gemm(x_ptr, w_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sx
             if UPCAST:  # the interpreter (Triton 3.9) compares bf16 as raw bits: max(-1, 0.5) = -1
                 a = a.to(tl.float32)
             for tap in tl.static_range(9):
-                dh: tl.constexpr = tap // 3 - 1
-                dw: tl.constexpr = tap % 3 - 1
-                if dh != 0 or dw != 0:
+                dh = tap // 3 - 1
+                dw = tap % 3 - 1
+                if tap != 4:  # the centre is the start
                     inside = ok & (hh + dh >= 0) & (hh + dh < H) & (ww + dw >= 0) & (ww + dw < W)
                     v = tl.load(x_ptr + (xrow + dh * sxh + dw * sxw)[:, None] + coff[None, :],
                                 mask=inside[:, None] & c_ok[None, :], other=float("-inf"))
                     if UPCAST:
                         v = v.to(tl.float32)
-                    a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL)
+                    a = tl.maximum(a, v, propagate_nan=tl.PropagateNan.ALL).to(a.dtype)  # bf16 may come back fp32
             # Masked lanes hold -inf and would make NaN in the GEMM: zero them (in x's dtype: a
             # bf16 tile and a Python float promote to fp32).
             a = tl.where(ok2, a, 0.0).to(x_ptr.dtype.element_ty)
@@ -166,13 +168,13 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
           NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
           CIN: tl.constexpr, C1: tl.constexpr, C3R: tl.constexpr, C3: tl.constexpr,
           C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
-          RELU: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+          RELU: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BKQ: tl.constexpr,
           BK3: tl.constexpr, BK5: tl.constexpr, TILE_TARGET: tl.constexpr, WS_N: tl.constexpr,
           MAX_SPLITS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One work item whose column block is BN wide."""
     kind = tl.load(row + 0)
     tile = tl.load(row + 1)
-    c0 = tl.load(row + 2)
+    c0 = tl.multiple_of(tl.load(row + 2), 16)  # column blocks start on 16: vector loads of weights
     split = tl.load(row + 4)
     n_splits = tl.load(row + 5)
     slot = tl.load(row + 6)
@@ -203,7 +205,7 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
                       CIN, C1 + RC, C1 + RC, False, BM, BN, BK, PRECISION, UPCAST)
     elif kind == 1:
         acc = _x_gemm(x_ptr, wp_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
-                      CIN, CP, CP, True, BM, BN, BK, PRECISION, UPCAST)
+                      CIN, CP, CP, True, BM, BN, BKQ, PRECISION, UPCAST)
     elif kind == 2:
         acc = _r_gemm(r_ptr, w3_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W, RC, 0, C3R, C3, K3,
                       BM, BN, BK3, PRECISION, UPCAST)
@@ -211,7 +213,7 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
         acc = _r_gemm(r_ptr, w5_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W, RC, C3R, C5R, C5, K5,
                       BM, BN, BK5, PRECISION, UPCAST)
     last = n_splits == 1
-    if n_splits > 1:
+    if MAX_SPLITS > 1:  # compiled out when nothing is split: the combine holds a second accumulator
         last, acc = _combine_splits(acc, ok, ws_ptr, ready_ptr + n_tiles, slot, split, n_splits,
                                     BM, BN, WS_N, MAX_SPLITS)
     if last:
@@ -244,7 +246,7 @@ def inception_fwd_kernel(
     sxn, sxc, sxh, sxw, son, soc, soh, sow,
     CIN: tl.constexpr, C1: tl.constexpr, C3R: tl.constexpr, C3: tl.constexpr,
     C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
-    RELU: tl.constexpr, BM: tl.constexpr, BN_MAX: tl.constexpr, BK: tl.constexpr,
+    RELU: tl.constexpr, BM: tl.constexpr, BN_MAX: tl.constexpr, BK: tl.constexpr, BKQ: tl.constexpr,
     BK3: tl.constexpr, BK5: tl.constexpr, TILE_TARGET: tl.constexpr, MAX_SPLITS: tl.constexpr,
     PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
@@ -257,25 +259,25 @@ def inception_fwd_kernel(
         if width == 16:
             _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                   b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                  CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 16, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                  CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 16, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
                   MAX_SPLITS, PRECISION, UPCAST)
         elif width == 32:
             if BN_MAX >= 32:
                 _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                       b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 32, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 32, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
                       MAX_SPLITS, PRECISION, UPCAST)
         elif width == 64:
             if BN_MAX >= 64:
                 _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                       b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 64, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 64, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
                       MAX_SPLITS, PRECISION, UPCAST)
         else:
             if BN_MAX >= 128:
                 _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                       b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 128, BK, BK3, BK5, TILE_TARGET, BN_MAX,
+                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 128, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
                       MAX_SPLITS, PRECISION, UPCAST)
         ticket = tl.atomic_add(state_ptr, 1)
     # The last program out leaves the state zero for the next launch on this stream: every other
@@ -394,7 +396,7 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
             *x.stride(), *out.stride(),
             CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
             CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
-            BM=config.block_m, BN_MAX=config.block_n, BK=sched.bk, BK3=sched.bk3, BK5=sched.bk5,
+            BM=config.block_m, BN_MAX=config.block_n, BK=sched.bk, BKQ=sched.bkq, BK3=sched.bk3, BK5=sched.bk5,
             TILE_TARGET=sched.tile_target, MAX_SPLITS=sched.max_splits,
             PRECISION=dot_precision(x.dtype), UPCAST=interp and x.dtype == torch.bfloat16,
             num_warps=config.num_warps, num_stages=config.num_stages,
