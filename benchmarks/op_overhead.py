@@ -1,7 +1,7 @@
 """Per-call host overhead at batch 1: direct Triton launch vs the registered op vs the module.
 
 Paths timed (same inputs, same tile config, fused path only):
-  direct      inception_forward_triton(x, packed, spec)                (no dispatcher)
+  direct      inception_forward_triton(x, packed, spec, cfg)           (no dispatcher, config chosen once)
   custom_op   torch.ops.fused_inception.inception_forward(...)         (what the module calls)
   triton_op   the same launcher registered with torch.library.triton_op (eager: no wrap_triton needed)
   module      FusedInception.forward under torch.no_grad()            (input checks + cache lookup + op)
@@ -27,6 +27,7 @@ import triton
 
 import fused_inception as fi
 from fused_inception.kernels.triton_inception import inception_forward_triton
+from fused_inception.kernels.tuning import pick_config
 
 
 def main() -> None:
@@ -47,16 +48,17 @@ def main() -> None:
         memory_format=torch.channels_last)
     packed = block.packed_weights(dtype)
     ch = list(spec.channels)
+    cfg = pick_config(x, packed, spec)
 
     @torch.library.triton_op("fused_inception_bench::inception_forward", mutates_args=())
     def via_triton_op(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w3: torch.Tensor,
                       b3: torch.Tensor, w5: torch.Tensor, b5: torch.Tensor, wp: torch.Tensor,
                       bp: torch.Tensor) -> torch.Tensor:
-        return inception_forward_triton(x, fi.packing.PackedWeights(w_in, b_in, w3, b3, w5, b5, wp, bp), spec)
+        return inception_forward_triton(x, fi.packing.PackedWeights(w_in, b_in, w3, b3, w5, b5, wp, bp), spec, cfg)
 
     op = torch.ops.fused_inception.inception_forward
     paths = {
-        "direct": lambda: inception_forward_triton(x, packed, spec),
+        "direct": lambda: inception_forward_triton(x, packed, spec, cfg),
         "custom_op": lambda: op(x, *packed, ch, spec.k3, spec.k5, spec.relu, "triton"),
         "triton_op": lambda: via_triton_op(x, *packed),
         "module": lambda: block(x),

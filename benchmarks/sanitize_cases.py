@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = torch.device(args.device)
     fi = C.import_fused_inception()
     from fused_inception.kernels.triton_inception import inception_forward_triton
+    from fused_inception.kernels.tuning import pick_config
     from fused_inception.packing import pack_weights
     from fused_inception.structure import parse_inception
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = out.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
                 if impl == "triton":
-                    inception_forward_triton(x, packed, spec, out=out)
+                    inception_forward_triton(x, packed, spec, pick_config(x, packed, spec), out=out)
                 else:
                     from fused_inception.cuda_ext import inception_forward_cuda
                     inception_forward_cuda(x, packed, spec, out=out)

@@ -11,8 +11,8 @@ count each time. These are counts, not timings. Usage:
     python benchmarks/work_count.py [--blocks 3a 4e] [--batches 1 8] [--dtype fp16] [--layout channels_last]
                                     [--sms 132]
 
-The tile config is the launcher's untimed heuristic: on CPU by default, or with ``--sms`` the one a
-GPU with that many SMs uses when autotuning is off (batch-aware: small batches get smaller items).
+The tile config is the launcher's untimed heuristic for a GPU with ``--sms`` SMs (default 132, an
+H100/H200), the one it runs when autotuning is off (batch-aware: small batches split reductions).
 
 Each case runs a whole block in the interpreter: seconds for batch 1, minutes for large batches.
 """
@@ -82,14 +82,16 @@ def count_block(spec, n: int, h: int, w: int, dtype: torch.dtype = torch.float16
         raise RuntimeError("work_count needs Triton's interpreter: set TRITON_INTERPRET=1 before fused_inception "
                            "is imported (the script does)")
     from fused_inception.kernels.triton_inception import inception_forward_triton
+    from fused_inception.kernels.tuning import default_config
 
     block = fi.FusedInception.from_spec(spec).eval()
     x = torch.randn(n, spec.in_channels, h, w).to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     packed = block.to(dtype).packed_weights(dtype)
+    config = config or default_config(spec, n, h, w, dtype=dtype)
     with counting() as c:
-        inception_forward_triton(x, packed, spec, config=config)
+        inception_forward_triton(x, packed, spec, config)
     elem = x.element_size()
     min_macs = C.block_flops(spec, n, h, w) // 2
     min_bytes = C.block_min_bytes(spec, n, h, w, elem)["total"]
@@ -105,21 +107,21 @@ def main() -> None:
     p.add_argument("--dtype", default="fp16", choices=["fp16", "bf16", "fp32"])
     p.add_argument("--layout", default="channels_last", choices=["channels_last", "nchw"])
     p.add_argument("--variant", default="torchvision", choices=["torchvision", "paper"])
-    p.add_argument("--sms", type=int, default=None, help="count the GPU heuristic's tiles for this many SMs")
+    p.add_argument("--sms", type=int, default=132, help="plan the heuristic's tiles for this many SMs")
     a = p.parse_args()
     fi = C.import_fused_inception()
-    from fused_inception.kernels.triton_inception import default_config
+    from fused_inception.kernels.tuning import default_config
 
     dtype = C.torch_dtype(a.dtype)
     rows = []
     for n in a.batches:
         for name in a.blocks:
             hw, spec = fi.GOOGLENET_SPATIAL[name], fi.googlenet_spec(name, a.variant)
-            cfg = default_config(spec, hw, hw, n, a.sms, dtype) if a.sms else None
+            cfg = default_config(spec, n, hw, hw, a.sms, dtype)
             r = count_block(spec, n, hw, hw, dtype, a.layout, config=cfg)
             rows.append([name, n, f"{r['macs'] / 1e9:.3f}", f"{r['mac_ratio']:.2f}",
                          f"{r['load_bytes'] / 2**20:.1f}", f"{r['byte_ratio']:.1f}"])
-    tiles = f"GPU heuristic for {a.sms} SMs" if a.sms else "CPU heuristic"
+    tiles = f"heuristic for {a.sms} SMs"
     print(f"work issued by the Triton kernel, counted in Triton's interpreter ({a.variant}, {a.dtype}, {a.layout}, "
           f"{tiles} tiles)")
     print(C.format_table(["block", "N", "GMAC", "MAC/min", "load MiB", "bytes/min"], rows, right=range(1, 6)))

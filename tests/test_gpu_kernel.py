@@ -8,6 +8,7 @@ import torch
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec
 from fused_inception.kernels.triton_inception import inception_forward_triton
+from fused_inception.kernels.tuning import pick_config
 
 from .helpers import CUDA, make_block, make_input, oracle, rel_err, tolerance
 
@@ -25,7 +26,8 @@ def check(spec, n, h, w, dtype, layout, bias_shift=0.0, tf32=True):
         if layout == "channels_last":
             out = out.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            inception_forward_triton(x, block.packed_weights(dtype), spec, out=out)
+            packed = block.packed_weights(dtype)
+            inception_forward_triton(x, packed, spec, pick_config(x, packed, spec), out=out)
             via_module = block(x)
         torch.cuda.synchronize()
         assert block.last_backend == "triton"

@@ -5,15 +5,17 @@ fails), relative error against the fp64 oracle within the dtype's tolerance.
 """
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fused_inception.kernels.triton_inception as tk
+import fused_inception.kernels.tuning as tuning
 from fused_inception import GOOGLENET_BLOCKS, InceptionSpec, __version__, googlenet_spec
-from fused_inception.kernels.triton_inception import TileConfig, inception_forward_triton
+from fused_inception.kernels.triton_inception import inception_forward_triton
+from fused_inception.kernels.tuning import TileConfig, schedule_for
 
 from .helpers import make_block, make_input, oracle, rel_err, requires_interpreter, tolerance
 
@@ -22,12 +24,15 @@ pytestmark = requires_interpreter
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def run_kernel(block, x, **kw):
-    """Launch the kernel directly into a NaN-filled output."""
+def run_kernel(block, x, config=None, **kw):
+    """Launch the kernel directly into a NaN-filled output (the launcher NaN-fills its workspaces
+    in the interpreter), with the heuristic config unless one is given."""
     out = torch.full((x.shape[0], block.spec.out_channels, *x.shape[2:]), float("nan"), dtype=x.dtype)
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         out = out.contiguous(memory_format=torch.channels_last)
-    return inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, out=out, **kw)
+    n, _, h, w = x.shape
+    config = config or tuning.default_config(block.spec, n, h, w, dtype=x.dtype)
+    return inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, config, out=out, **kw)
 
 
 def check(spec, n, h, w, dtype=torch.float32, layout="nchw", bias_shift=0.0, **kw):
@@ -95,18 +100,19 @@ def test_halo_is_zero_padded_after_relu(k):
     check(InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=k, k5=k, bias=True, batch_norm=False), 2, 9, 9, bias_shift=3.0)
 
 
-@pytest.mark.fast_cases("8x16-bn32-bk16-br16-hc64-g0-progs1", "16x8-bn16-bk32-br32-hc32-g2-progsNone")
+@pytest.mark.fast_cases("m32-n32-k16-kr16-split3-progs1", "m16-n64-k32-kr32-split2-progsNone")
 @pytest.mark.parametrize("cfg,max_programs", [
-    (TileConfig(th=4, tw=4, bn=16, bk=16, br=16, hc=16, kxk_group=1), 3),
-    (TileConfig(th=8, tw=16, bn=32, bk=16, br=16, hc=64), 1),
-    (TileConfig(th=16, tw=8, bn=16, bk=32, br=32, hc=32, kxk_group=2), None),
-    (TileConfig(th=2, tw=8, bn=64, bk=16, br=16, hc=16), 5),
-], ids=lambda c: (f"{c.th}x{c.tw}-bn{c.bn}-bk{c.bk}-br{c.br}-hc{c.hc}-g{c.kxk_group}"
+    (TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16), 3),
+    (TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16, split_k=3), 1),
+    (TileConfig(block_m=16, block_n=64, block_k=32, block_kr=32, split_k=2), None),
+    (TileConfig(block_m=64, block_n=16, block_k=16, block_kr=16, split_k=5), 5),
+], ids=lambda c: (f"m{c.block_m}-n{c.block_n}-k{c.block_k}-kr{c.block_kr}-split{c.split_k}"
                   if isinstance(c, TileConfig) else f"progs{c}"))
 def test_tile_configs_and_persistent_grid(cfg, max_programs):
-    # Channel counts above the block sizes (several channel blocks per branch, ragged tails);
-    # max_programs below the work count makes programs loop over several work items.
-    check(InceptionSpec(24, 20, 18, 36, 17, 20, 17, k3=3, k5=5), 1, 9, 11, config=cfg, max_programs=max_programs)
+    # Channel counts above the block sizes (several column blocks per branch, ragged tails), tiles
+    # that cross image boundaries (batch 2), split reductions; max_programs below the work count
+    # makes programs loop over several items.
+    check(InceptionSpec(24, 20, 18, 36, 17, 20, 17, k3=3, k5=5), 2, 9, 11, config=cfg, max_programs=max_programs)
 
 
 @pytest.mark.fast_cases("fp16", "bf16")  # bf16: the interpreter's own max-pool path
@@ -196,10 +202,10 @@ def test_weights_repacked_when_parameters_change():
 
 def test_autotune_times_candidates_once_per_key_and_caches_on_disk(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSED_INCEPTION_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tk, "_TUNED", {})
+    monkeypatch.setattr(tuning, "_TUNED", {})
     spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4)
     block = make_block(spec)
-    cands = [TileConfig(th=4, tw=4, bn=16, bk=16, br=16), TileConfig(th=8, tw=8, bn=32, bk=16, br=16)]
+    cands = [TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16), TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16)]
     timed = []
 
     def fake_bench(fn):
@@ -209,12 +215,12 @@ def test_autotune_times_candidates_once_per_key_and_caches_on_disk(monkeypatch, 
 
     x = make_input(3, 8, 5, 5)
     packed = block.packed_weights(x.dtype)
-    assert tk.autotune(x, packed, spec, cands, bench=fake_bench) == cands[1]
-    assert tk.autotune(make_input(4, 8, 5, 5), packed, spec, cands, bench=fake_bench) == cands[1]  # same bucket
+    assert tuning.autotune(x, packed, spec, cands, bench=fake_bench) == cands[1]
+    assert tuning.autotune(make_input(4, 8, 5, 5), packed, spec, cands, bench=fake_bench) == cands[1]  # same bucket
     assert timed == [0, 1]
-    monkeypatch.setattr(tk, "_TUNED", {})  # a new process: the result comes from disk
-    assert tk.autotune(x, packed, spec, cands, bench=lambda fn: pytest.fail("re-tuned")) == cands[1]
-    assert tk._tune_key(make_input(5, 8, 5, 5), spec) != tk._tune_key(x, spec)  # another bucket
+    monkeypatch.setattr(tuning, "_TUNED", {})  # a new process: the result comes from disk
+    assert tuning.autotune(x, packed, spec, cands, bench=lambda fn: pytest.fail("re-tuned")) == cands[1]
+    assert tuning._tune_key(make_input(5, 8, 5, 5), spec) != tuning._tune_key(x, spec)  # another bucket
 
 
 def _entry(**change):
@@ -238,18 +244,19 @@ BAD_CACHES = {
     "deeply-nested": lambda key, entry: "[" * 100_000,
     "entry-not-a-dict": lambda key, entry: json.dumps({key: list(entry.values())}),
     "unknown-field": _entry(tile=4),
-    "missing-field": _without("hc"),
-    "float-tile": _entry(th=4.0),
-    "string-tile": _entry(bn="16"),
-    "bool-field": _entry(kxk_group=True),
-    "zero-tile": _entry(bn=0),
-    "negative-tile": _entry(bk=-16),
-    "non-power-of-two-tile": _entry(br=24),
-    "tile-below-dot-minimum": _entry(hc=8),
+    "missing-field": _without("block_kr"),
+    "float-tile": _entry(block_m=16.0),
+    "string-tile": _entry(block_n="16"),
+    "bool-field": _entry(split_k=True),
+    "zero-tile": _entry(block_n=0),
+    "negative-tile": _entry(block_k=-16),
+    "non-power-of-two-tile": _entry(block_kr=24),
+    "tile-below-dot-minimum": _entry(block_m=8),
+    "column-block-too-wide": _entry(block_n=256),
     "non-power-of-two-warps": _entry(num_warps=3),
     "zero-stages": _entry(num_stages=0),
     "negative-programs": _entry(programs_per_sm=-1),
-    "negative-group": _entry(kxk_group=-1),
+    "zero-splits": _entry(split_k=0),
     "other-package-version": _other_version,
 }
 
@@ -257,25 +264,25 @@ BAD_CACHES = {
 @pytest.mark.parametrize("content", list(BAD_CACHES.values()), ids=list(BAD_CACHES))
 def test_autotune_ignores_malformed_or_outdated_cache(monkeypatch, tmp_path, content):
     monkeypatch.setenv("FUSED_INCEPTION_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(tk, "_TUNED", {})
+    monkeypatch.setattr(tuning, "_TUNED", {})
     spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4)
     x = make_input(1, 8, 5, 5)
-    cands = [TileConfig(th=4, tw=4, bn=16, bk=16, br=16, hc=16), TileConfig(th=8, tw=8, bn=32, bk=16, br=16)]
-    key = tk._tune_key(x, spec)
-    path = tk._cache_file()
+    cands = [TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16), TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16, split_k=2)]
+    key = tuning._tune_key(x, spec)
+    path = tuning._cache_file()
     path.write_text(content(key, asdict(cands[0])))  # built from the slower candidate: trusting it shows
     times = iter([2.0, 1.0])
     packed = make_block(spec).packed_weights(x.dtype)
-    assert tk.autotune(x, packed, spec, cands, bench=lambda fn: next(times)) == cands[1]
+    assert tuning.autotune(x, packed, spec, cands, bench=lambda fn: next(times)) == cands[1]
     assert next(times, None) is None, "not re-tuned"
     assert json.loads(path.read_text())[key] == asdict(cands[1])
 
 
-def test_heuristic_tiles_fill_the_gpu_at_small_batch():
+def test_heuristic_splits_reductions_only_where_the_items_would_not_fill_the_gpu():
     spec = googlenet_spec("4d")
-    big = tk.default_config(spec, 14, 14, n=256, sms=132)
-    small = tk.default_config(spec, 14, 14, n=1, sms=132)
-    assert big == tk.default_config(spec, 14, 14)
-    assert (small.th, small.tw, small.bn, small.kxk_group) == (8, 8, 32, 1)
-    assert tk._work_items(spec, small, 1, 14, 14) >= 3 * tk._work_items(spec, big, 1, 14, 14)
-    assert small in tk.candidate_configs(spec, 14, 14)
+    big = tuning.default_config(spec, 256, 14, 14, sms=132)
+    small = tuning.default_config(spec, 1, 14, 14, sms=132)
+    assert big.split_k == 1 and small.split_k > 1
+    assert len(schedule_for(spec, 1, 14, 14, small).items) >= 132
+    assert len(schedule_for(spec, 1, 14, 14, replace(small, split_k=1)).items) < 132
+    assert small in tuning.candidate_configs(spec, 1, 14, 14)

@@ -214,8 +214,9 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
                       BM, BN, BK5, PRECISION, UPCAST)
     last = n_splits == 1
     if MAX_SPLITS > 1:  # compiled out when nothing is split: the combine holds a second accumulator
-        last, acc = _combine_splits(acc, ok, ws_ptr, ready_ptr + n_tiles, slot, split, n_splits,
-                                    BM, BN, WS_N, MAX_SPLITS)
+        if n_splits > 1:
+            last, acc = _combine_splits(acc, ok, ws_ptr, ready_ptr + n_tiles, slot, split, n_splits,
+                                        BM, BN, WS_N, MAX_SPLITS)
     if last:
         if kind == 0:
             # The 1x1 branch to its output slice, the reduce maps to R (in x's dtype, as the
