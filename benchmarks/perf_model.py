@@ -7,17 +7,18 @@ need a forecast to plan against. ``calibrate.py`` fits the kernel's parameters o
 and writes a JSON file that ``--params FILE`` loads.
 
 Kernel v4: the launcher's own work table (``tuning.default_config`` + ``schedule_for``), row by row.
-An item is one pipelined K-loop: the first chunk waits an L2 round trip, the others cost
-max(MMA, L2 traffic, latency / (stages - 1)); the MMA at the anchor rate times ``mma_eff``, the
-tensor cores and L2 shared equally by the programs on an SM (a waiting program lends nothing, so
-this errs slow for short items). L2 traffic counts every load issued, each KxK tap included: the
-pipelined loads skip L1 (sm_90 SASS of v4, Triton 3.6: ``LDGSTS.E.BYPASS.128``, i.e. cp.async.cg);
-the pool's are plain LDGs, which L1 may serve (``pool_l1``). Each atomic (ticket, release, every
-tile acquired, split arrival) costs a round trip. Items are list-scheduled onto the persistent
-programs in ticket order; a C item holds its program until the P items of its halo's tiles are
-done; the last split adds the partials. DRAM bytes (x, weights, output, R written once: a C item
-reads R soon after it is written, from L2) floor the makespan. The critical path is the same
-schedule with a program per item.
+An item is one K-loop: the first chunk waits an L2 round trip, the others cost max(MMA, L2 traffic,
+latency / (stages - 1)), or a round trip more each in the pool's single-buffered loop. MMA runs at
+the anchor rate times ``mma_eff``; tensor cores and L2 are shared equally by an SM's programs (a
+waiting program lends nothing: this errs slow for short items). L2 traffic counts every load, each
+KxK tap included: the pipelined loads skip L1 (sm_90 SASS of v4, Triton 3.6: LDGSTS.E.BYPASS.128,
+cp.async.cg); the pool's are plain LDGs that L1 may serve (``pool_l1``). Each atomic (ticket,
+release, each tile acquired, split arrival) costs a round trip. Items are list-scheduled onto the
+persistent programs in ticket order: a C item holds its program until the P items of its halo's
+tiles are done; the last split adds the partials. DRAM bytes (x, weights, output, R written once,
+read back from L2 soon after) floor the makespan. The critical path: the same with a program per
+item. ``WHAT_IFS`` re-run it with changes the Triton kernel lacks (TMA multicast, halo loads, warp
+specialization), to say what would close each shortfall.
 
 Kernel v3 (git 88a1f92, no longer in the package): its decomposition re-derived from that commit's
 ``default_config``/``_work_items`` and ``tiling_analysis.py`` (its MAC counts match NOTES.md's): 8x8
@@ -102,7 +103,8 @@ class Params:
     c_late: bool = False  # C items issued a wave of tiles after their producers (table order only)
     weight_share: int = 1  # programs sharing one weight-tile load (TMA multicast in a cluster)
     halo_smem: bool = False  # a tile's halo rows loaded once, taps read from shared memory
-    warp_specialized: bool = False  # a producer warp keeps the loads in flight: no latency floor per chunk
+    warp_specialized: bool = False  # a producer warp keeps loads in flight, stores overlap: no latency floor
+    block_m: int = 0  # pixel rows per tile, where the map has a tile per SM (128: two consumer warpgroups)
 
 
 OPTIMISTIC = Params(
@@ -155,9 +157,12 @@ def _pool_taps(rows: int, unique_rows: float, prm: Params) -> float:
 
 def _loop_s(iters: int, mma_s: float, mem_s: float, prm: Params, stages: int) -> float:
     """A K-loop of ``iters`` chunks: the first waits a round trip, the rest are limited by the
-    tensor cores, the L2 traffic or the loads in flight (stages - 1 of them)."""
+    tensor cores, the L2 traffic or the loads in flight (stages - 1 of them); a loop that is not
+    multi-buffered (one stage) waits a round trip in every chunk."""
     lat = prm.latency_us * 1e-6
     per = max(mma_s, mem_s) / iters
+    if stages <= 1 and not prm.warp_specialized:
+        return iters * (lat + per)
     return lat + per + (iters - 1) * max(per, 0.0 if prm.warp_specialized else lat / max(stages - 1, 1))
 
 
@@ -191,7 +196,10 @@ def _v4_costs(sched: Schedule, cfg: TileConfig, gpu: Gpu, prm: Params, elem: int
         mem = (a + kv * cols * elem / prm.weight_share) / l2
         atomics = 1 + (kind == P) + (dep_hi - dep_lo + 1 if dep_lo >= 0 else 0) + (slot >= 0)
         store = rows * (width * 4 if slot >= 0 else cols * elem) / l2
-        loop = _loop_s(iters, 2 * m * n * k / rate, mem, prm, cfg.num_stages)
+        if prm.warp_specialized:  # the store leaves through TMA while the next loop runs
+            mem, store = mem + store, 0.0
+        stages = 1 if kind == Q else cfg.num_stages  # the pool's loop is single-buffered (tl.range, POOL)
+        loop = _loop_s(iters, 2 * m * n * k / rate, mem, prm, stages)
         dur = prm.item_us * 1e-6 + atomics * lat + loop + store
         combine = n_splits * rows * width * 4 / l2 + lat if slot >= 0 else 0.0
         out.append((dur, combine, (mem + store + combine / n_splits) * l2))  # one split adds them up
@@ -247,6 +255,8 @@ def kernel_v4(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, g
               cfg: TileConfig | None = None) -> dict:
     """Predicted GPU time of one v4 launch (``cfg``: the launcher's heuristic by default)."""
     cfg = cfg or default_config(spec, n, h, w, gpu.sms, dtype)
+    if prm.block_m and n * h * w >= prm.block_m * gpu.sms:  # only where it still gives every SM a tile
+        cfg = replace(cfg, block_m=prm.block_m)
     sched = schedule_for(spec, n, h, w, cfg)
     elem = torch.empty((), dtype=dtype).element_size()
     grid = min(len(sched.items), gpu.sms * cfg.programs_per_sm)
@@ -410,8 +420,8 @@ WHAT_IFS = (("C items issued a wave later (table order: Triton can)", {"c_late":
             ("+ weights multicast to 2-SM clusters (TMA multicast)", {"c_late": True, "weight_share": 2}),
             ("+ halo rows once in shared memory (TMA halo/im2col loads)",
              {"c_late": True, "weight_share": 2, "halo_smem": True}),
-            ("+ producer warp, mbarrier pipeline (warp specialization)",
-             {"c_late": True, "weight_share": 2, "halo_smem": True, "warp_specialized": True}))
+            ("+ producer warp and two consumer warpgroups, 128-pixel tiles (warp specialization)",
+             {"c_late": True, "weight_share": 2, "halo_smem": True, "warp_specialized": True, "block_m": 128}))
 
 
 def goal_values(pred: dict) -> dict[str, tuple[str, float]]:
@@ -432,7 +442,7 @@ def _fmt_goal(key: str, block: str, value: float, need: float) -> str:
     return f"{block} {v}{short}".strip()
 
 
-def render(pred: dict, markdown: bool = False, what_ifs: bool = True) -> str:
+def render(pred: dict, markdown: bool = False) -> str:
     gpu, prm = pred["gpu"], pred["params"]
 
     def table(headers, rows):
@@ -467,14 +477,12 @@ def render(pred: dict, markdown: bool = False, what_ifs: bool = True) -> str:
     for key, label, need in GOALS:
         block, value = values[key]
         lines.append(f"  {'PASS ' if value >= need else 'SHORT'}  {label}: {_fmt_goal(key, block, value, need)}")
-    if what_ifs:
-        rows = []
-        for label, change in WHAT_IFS:
-            vals = goal_values(predict(gpu, replace(prm, **change), with_v3=False))
-            rows.append([label] + [_fmt_goal(k, *vals[k], need) for k, _, need in GOALS])
-        lines += ["", "what-ifs (v4 changed as named, cumulative; the worst block per goal):",
-                  table(["v4 with", "batch 1 vs best", "batch 256 vs best", "batch 256 %floor", "KB vs compile"],
-                        rows)]
+    rows = []
+    for label, change in WHAT_IFS:
+        vals = goal_values(predict(gpu, replace(prm, **change), with_v3=False))
+        rows.append([label] + [_fmt_goal(k, *vals[k], need) for k, _, need in GOALS])
+    lines += ["", "what-ifs (v4 changed as named, cumulative; the worst block per goal):",
+              table(["v4 with", "batch 1 vs best", "batch 256 vs best", "batch 256 %floor", "KB vs compile"], rows)]
     return "\n".join(lines)
 
 
