@@ -93,7 +93,7 @@ def record_launch(spec: InceptionSpec, n: int, h: int, w: int, cfg: TileConfig, 
     (grid, args, kw), = recorder.calls
     named = dict(zip(_KERNEL_PARAMS, args)) | {k: v for k, v in kw.items() if k in _KERNEL_PARAMS}
     assert set(named) == set(_KERNEL_PARAMS), "the recorder missed kernel arguments"
-    sched = schedule_for(spec, n, h, w, cfg)
+    sched = schedule_for(spec, n, h, w, cfg, max_programs)
     # The table is the launcher's cached upload of this schedule, not a rebuilt copy.
     assert named["table_ptr"] is tk.work_table(sched, CPU)
     return Launch(spec, cfg, grid[0], named["table_ptr"], named["state_ptr"], named)
@@ -448,11 +448,13 @@ def test_short_dependency_is_an_early_read(seed):
     """A dependency range one tile short reads R rows before they are released: the simulation
     reports it with several programs, and in-order execution (one program, the interpreter's
     schedule) never shows it, which is why this simulation exists."""
-    launch = _mutant_launch()
+    # Planned for one program, the table issues each KxK item right after its last producer (no
+    # lag of a wave), where a short range is most exposed; eight programs then run it.
+    launch = _mutant_launch(max_programs=1)
     rows = _short_deps(launch.rows())
     assert static_faults(launch, rows)  # the static checks see it too
     with pytest.raises(EarlyRead, match="before it was released"):
-        Sim(launch, rows).launch(random.Random(seed), resident=8)
+        Sim(launch, rows, grid=8).launch(random.Random(seed), resident=8)
     Sim(launch, rows, grid=1).launch(random.Random(seed), resident=1)  # in ticket order: unseen
 
 

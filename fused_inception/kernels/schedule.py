@@ -124,9 +124,11 @@ def _dep_range(t: int, block_m: int, pix: int, hw: int, w: int, pad: int) -> tup
 
 @functools.lru_cache(maxsize=256)
 def build_schedule(spec: InceptionSpec, n: int, h: int, w: int, block_m: int, block_n: int, bk: int,
-                   bk_red: int, split_k: int) -> Schedule:
+                   bk_red: int, split_k: int, programs: int = 1) -> Schedule:
     """The ticket order of one launch. ``split_k`` caps the splits of every item's reduction
-    (each split keeps at least one chunk)."""
+    (each split keeps at least one chunk). A KxK item is issued about one wave of ``programs``
+    after the last P item it reads, so that its producers are done (not just claimed) by the time
+    it is claimed, and it seldom spins; any lag keeps every dependency on a smaller ticket."""
     pix, hw = n * h * w, h * w
     n_tiles = _cdiv(pix, block_m)
     bk3, bk5 = chunk(spec.ch3x3red, bk_red), chunk(spec.ch5x5red, bk_red)
@@ -138,11 +140,12 @@ def build_schedule(spec: InceptionSpec, n: int, h: int, w: int, block_m: int, bl
     splits = {kind: max(1, min(split_k, proto.k_chunks(kind))) for kind in blocks}
     pads = {C3: spec.k3 // 2, C5: spec.k5 // 2}
     deps = {kind: [_dep_range(t, block_m, pix, hw, w, pad) for t in range(n_tiles)] for kind, pad in pads.items()}
-    # A KxK item of tile t is issued right after the P items of the last tile it reads.
     ready_at: dict[int, list[tuple[int, int]]] = {}
+    per_tile = sum(len(blocks[kind]) * splits[kind] for kind in (P, Q))
+    lag = _cdiv(programs, per_tile) if programs > 1 else 0
     for kind in (C3, C5):
         for t, (_, hi) in enumerate(deps[kind]):
-            ready_at.setdefault(hi, []).append((kind, t))
+            ready_at.setdefault(min(n_tiles - 1, hi + lag), []).append((kind, t))
     items: list[tuple[int, ...]] = []
     slots = 0
 

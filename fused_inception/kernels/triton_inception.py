@@ -376,10 +376,10 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
     if n * h * w + config.block_m >= 2**31:
         raise ValueError(f"{n}x{h}x{w} = {n * h * w} pixels: the kernel indexes pixels with 32-bit ints "
                          "(split the batch)")
-    sched = schedule_for(spec, n, h, w, config)
-    n_items = len(sched.items)
     if max_programs is None:
         max_programs = sm_count(device_index(x)) * config.programs_per_sm if x.is_cuda else 4
+    sched = schedule_for(spec, n, h, w, config, max_programs)
+    n_items = len(sched.items)
     grid = max(1, min(n_items, max_programs))
     interp = interpreting()
     # R and the split partials are fully written before they are read; the interpreter fills them

@@ -65,9 +65,12 @@ class TileConfig:
                              f"{self.split_k}, {self.num_stages} and {self.programs_per_sm}")
 
 
-def schedule_for(spec: InceptionSpec, n: int, h: int, w: int, cfg: TileConfig) -> Schedule:
-    """The work table a launch with ``cfg`` runs."""
-    return build_schedule(spec, n, h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.block_kr, cfg.split_k)
+def schedule_for(spec: InceptionSpec, n: int, h: int, w: int, cfg: TileConfig, programs: int | None = None) -> Schedule:
+    """The work table a launch with ``cfg`` runs with ``programs`` persistent programs (default:
+    ``cfg.programs_per_sm`` on each SM of an H100). Only the issue lag of KxK items depends on it."""
+    programs = H100_SMS * cfg.programs_per_sm if programs is None else programs
+    return build_schedule(spec, n, h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.block_kr, cfg.split_k,
+                          programs)
 
 
 def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_SMS,
@@ -84,7 +87,7 @@ def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_
                      block_kr=32 if fp32 else 64, num_warps=8, num_stages=3)
     items = len(schedule_for(spec, n, h, w, cfg).items)
     want = max(MIN_ITEMS, sms)
-    if items < want:
+    if 0 < items < want:
         cfg = replace(cfg, split_k=min(MAX_SPLITS, -(-want // items)))
     return cfg
 
