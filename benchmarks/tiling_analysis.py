@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
-from fused_inception.kernels.schedule import KINDS
+from fused_inception.kernels.schedule import COLUMNS, KINDS
 from fused_inception.kernels.tuning import default_config, schedule_for
 
 
@@ -57,3 +57,47 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+
+def load_bytes(sched, elem: int) -> dict:
+    """The bytes the kernel's loads request for ``sched``, by item kind, counted as
+    ``work_count.py`` counts them in the interpreter (masked-in lanes times the element size):
+    the work-table row, x, its pool taps and R's KxK taps, weights, biases (fp32), and the split
+    partials (fp32) the last split reads back. Exact, from each item's pixel masks, so the byte targets can be checked
+    for every block and batch in seconds."""
+    import numpy as np
+
+    s, h, w, bm = sched.spec, sched.h, sched.w, sched.block_m
+    p = np.arange(sched.n_tiles * bm).reshape(sched.n_tiles, bm)
+    ok = p < sched.pixels
+    hh, ww = (p % (h * w)) // w, p % w
+
+    def inside(k: int, tap: int) -> np.ndarray:  # per tile: valid rows whose tap neighbour is in the image
+        dh, dw = tap // k - k // 2, tap % k - k // 2
+        return (ok & (hh + dh >= 0) & (hh + dh < h) & (ww + dw >= 0) & (ww + dw < w)).sum(1)
+
+    rows = ok.sum(1)
+    pool_rows = sum(inside(3, t) for t in range(9))
+    taps = {k: [inside(k, t) for t in range(k * k)] for k in {s.k3, s.k5}}
+    wcols = {0: s.ch1x1 + s.ch3x3red + s.ch5x5red, 1: s.pool_proj, 2: s.ch3x3, 3: s.ch5x5}
+    red = {2: (s.ch3x3red, s.k3), 3: (s.ch5x5red, s.k5)}
+    out = {kind: 0 for kind in KINDS}
+    for kind, tile, c0, width, split, n_splits, _, _, _, k_lo, k_hi in sched.items:
+        chunk = sched.chunk_of(kind)
+        ncols = max(0, min(c0 + width, wcols[kind]) - c0)
+        total = 4 * len(COLUMNS)  # the item's row of the work table
+        for kk in range(k_lo, k_hi):
+            if kind < 2:
+                ch = min((kk + 1) * chunk, s.in_channels) - kk * chunk
+                a_rows = rows[tile] if kind == 0 else pool_rows[tile]
+            else:
+                c, k = red[kind]
+                tap, cc = divmod(kk, -(-c // chunk))
+                ch = max(0, min((cc + 1) * chunk, c) - cc * chunk)
+                a_rows = taps[k][tap][tile]
+            total += (a_rows + ncols) * max(ch, 0) * elem
+        if split == n_splits - 1:  # the epilogue: in the interpreter the highest split arrives last
+            total += ncols * 4 + (n_splits - 1) * rows[tile] * width * 4  # the other splits' partials
+        out[KINDS[kind]] += int(total)
+    return out

@@ -138,7 +138,8 @@ def _r_gemm(r_ptr, w_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W,
 @triton.jit
 def _combine_splits(acc, ok, ws_ptr, arrive_ptr, slot, split, n_splits,
                     BM: tl.constexpr, BN: tl.constexpr, WS_N: tl.constexpr, MAX_SPLITS: tl.constexpr):
-    """Store this split's partial; the last split to arrive returns (True, sum in split order)."""
+    """Store this split's partial; the last split to arrive returns (True, the partials summed in
+    split order)."""
     offs = tl.arange(0, BM)[:, None] * WS_N + tl.arange(0, BN)[None, :]
     base = ws_ptr + (slot * MAX_SPLITS).to(tl.int64) * (BM * WS_N)
     tl.store(base + split * (BM * WS_N) + offs, acc, mask=ok[:, None])
@@ -148,8 +149,10 @@ def _combine_splits(acc, ok, ws_ptr, arrive_ptr, slot, split, n_splits,
     total = tl.zeros((BM, BN), dtype=tl.float32)
     if last:
         tl.debug_barrier()
-        for s in range(0, n_splits):
-            total += tl.load(base + s * (BM * WS_N) + offs, mask=ok[:, None], other=0.0)
+        for s in range(0, n_splits):  # its own partial from registers, the same values, in its place
+            mine = s == split
+            part = tl.load(base + s * (BM * WS_N) + offs, mask=ok[:, None] & (s != split), other=0.0)
+            total += tl.where(mine, acc, part)
         tl.atomic_xchg(arrive_ptr + slot, 0)  # nobody else touches it in this launch
     return last, total
 
