@@ -286,3 +286,16 @@ def test_heuristic_splits_reductions_only_where_the_items_would_not_fill_the_gpu
     assert len(schedule_for(spec, 1, 14, 14, small).items) >= 132
     assert len(schedule_for(spec, 1, 14, 14, replace(small, split_k=1)).items) < 132
     assert small in tuning.candidate_configs(spec, 1, 14, 14)
+
+
+@pytest.mark.parametrize("hw,dt,vec", [((8, 6), "fp16", 8), ((14, 14), "fp16", 4), ((14, 14), "fp32", 4),
+                                       ((7, 7), "fp16", 1), ((9, 10), "fp32", 2)],
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_nchw_input_loads_pixel_vectors_across_images(hw, dt, vec):
+    # NCHW x is read as vectors of `vec` pixels (the kernel's alignment hints and mask test rest on
+    # the launcher's conditions); 16-row tiles at batch 3 cross image boundaries mid-tile.
+    spec = InceptionSpec(16, 8, 12, 16, 4, 8, 8, k3=3, k5=5)
+    x = make_input(3, 16, *hw, dtype=DTYPES[dt])
+    assert tk._pixel_vector(x) == vec
+    assert tk._pixel_vector(x.contiguous(memory_format=torch.channels_last)) == 1
+    check(spec, 3, *hw, DTYPES[dt], "nchw", config=TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16))

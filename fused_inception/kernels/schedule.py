@@ -78,7 +78,7 @@ class Schedule:
     block_m: int
     block_n: int
     bk: int  # input-channel chunk of P
-    bkq: int  # and of Q, whose nine tap tiles all sit in registers: at most 4096 pixel-channels
+    bkq: int  # and of Q, whose nine tap tiles all sit in registers: at most 2048 pixel-channels
     bk3: int  # reduce-channel chunks of C3 and C5
     bk5: int
     n_tiles: int
@@ -132,7 +132,7 @@ def build_schedule(spec: InceptionSpec, n: int, h: int, w: int, block_m: int, bl
     pix, hw = n * h * w, h * w
     n_tiles = _cdiv(pix, block_m)
     bk3, bk5 = chunk(spec.ch3x3red, bk_red), chunk(spec.ch5x5red, bk_red)
-    bkq = min(bk, 4096 // block_m)
+    bkq = min(bk, 2048 // block_m)
     proto = Schedule(spec, n, h, w, block_m, block_n, bk, bkq, bk3, bk5, n_tiles, 0, 0, 1, ())
     blocks = {P: column_blocks(spec.ch1x1 + spec.ch3x3red + spec.ch5x5red, block_n),
               Q: column_blocks(spec.pool_proj, block_n),

@@ -73,7 +73,7 @@ def _relu(v, RELU: tl.constexpr):
 @triton.jit
 def _x_gemm(x_ptr, w_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
             CIN: tl.constexpr, W_LD: tl.constexpr, W_COLS: tl.constexpr, POOL: tl.constexpr,
-            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+            BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, PIX_VEC: tl.constexpr,
             PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """x tile (or its 3x3 max-pool when POOL) @ w[:, cols] over input chunks [k_lo, k_hi)."""
     acc = tl.zeros((BM, BN), dtype=tl.float32)
@@ -83,7 +83,7 @@ def _x_gemm(x_ptr, w_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sx
     for i in tl.range(0, k_hi - k_lo, num_stages=1 if POOL else None):
         cs = (k_lo + i) * BK + tl.arange(0, BK)
         c_ok = cs < CIN
-        coff = cs.to(tl.int64) * sxc
+        coff = tl.multiple_of(cs.to(tl.int64) * sxc, PIX_VEC)  # sxc: a multiple of PIX_VEC (launcher)
         ok2 = ok[:, None] & c_ok[None, :]
         # Start from the pixel itself (inside the image for every valid row).
         a = tl.load(x_ptr + xrow[:, None] + coff[None, :], mask=ok2, other=0.0)
@@ -158,10 +158,10 @@ def _combine_splits(acc, ok, ws_ptr, arrive_ptr, slot, split, n_splits,
 
 
 @triton.jit
-def _store(out_ptr, acc, bias_ptr, cols, n_cols, out_c0, orow, ok, soc, RELU: tl.constexpr):
+def _store(out_ptr, acc, bias_ptr, cols, n_cols, out_c0, orow, ok, soc, RELU: tl.constexpr, PIX_VEC: tl.constexpr):
     col_ok = cols < n_cols
     acc = _relu(acc + tl.load(bias_ptr + cols, mask=col_ok, other=0.0)[None, :], RELU)
-    ptrs = out_ptr + orow[:, None] + (out_c0 + cols).to(tl.int64)[None, :] * soc
+    ptrs = out_ptr + orow[:, None] + tl.multiple_of((out_c0 + cols).to(tl.int64) * soc, PIX_VEC)[None, :]
     tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok[:, None] & col_ok[None, :])
 
 
@@ -173,7 +173,7 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
           C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
           RELU: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BKQ: tl.constexpr,
           BK3: tl.constexpr, BK5: tl.constexpr, TILE_TARGET: tl.constexpr, WS_N: tl.constexpr,
-          MAX_SPLITS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+          MAX_SPLITS: tl.constexpr, PIX_VEC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """One work item whose column block is BN wide."""
     kind = tl.load(row + 0)
     tile = tl.load(row + 1)
@@ -187,13 +187,22 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
     k_hi = tl.load(row + 10)
     RC: tl.constexpr = C3R + C5R
     p = tile * BM + tl.arange(0, BM)
-    ok = p < NHW
+    if PIX_VEC > 1:
+        ok = (p // PIX_VEC) < NHW // PIX_VEC  # the same test, visibly constant on runs of PIX_VEC rows
+    else:
+        ok = p < NHW
     n = p // (H * W)
     rem = p - n * (H * W)
     hh = rem // W
     ww = rem - hh * W
     xrow = n.to(tl.int64) * sxn + hh.to(tl.int64) * sxh + ww.to(tl.int64) * sxw
+    if PIX_VEC > 1:
+        # NCHW x whose H*W and strides are multiples of PIX_VEC: each aligned run of PIX_VEC pixels
+        # is one image's, contiguous and aligned, so x tiles load as vectors along the pixels.
+        xrow = tl.max_contiguous(tl.multiple_of(xrow, PIX_VEC), PIX_VEC)
     orow = n.to(tl.int64) * son + hh.to(tl.int64) * soh + ww.to(tl.int64) * sow
+    if PIX_VEC > 1:  # the launcher checked the output too
+        orow = tl.max_contiguous(tl.multiple_of(orow, PIX_VEC), PIX_VEC)
     cols = c0 + tl.arange(0, BN)
     ready_ptr = state_ptr + 2
     if kind >= 2:
@@ -205,10 +214,10 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
         tl.debug_barrier()
     if kind == 0:
         acc = _x_gemm(x_ptr, w_in_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
-                      CIN, C1 + RC, C1 + RC, False, BM, BN, BK, PRECISION, UPCAST)
+                      CIN, C1 + RC, C1 + RC, False, BM, BN, BK, PIX_VEC, PRECISION, UPCAST)
     elif kind == 1:
         acc = _x_gemm(x_ptr, wp_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sxw,
-                      CIN, CP, CP, True, BM, BN, BKQ, PRECISION, UPCAST)
+                      CIN, CP, CP, True, BM, BN, BKQ, PIX_VEC, PRECISION, UPCAST)
     elif kind == 2:
         acc = _r_gemm(r_ptr, w3_ptr, p, hh, ww, ok, cols, k_lo, k_hi, H, W, RC, 0, C3R, C3, K3,
                       BM, BN, BK3, PRECISION, UPCAST)
@@ -227,7 +236,8 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
             col_ok = cols < C1 + RC
             v = _relu(acc + tl.load(b_in_ptr + cols, mask=col_ok, other=0.0)[None, :], RELU)
             to_out = cols < C1
-            tl.store(out_ptr + orow[:, None] + cols.to(tl.int64)[None, :] * soc, v.to(out_ptr.dtype.element_ty),
+            tl.store(out_ptr + orow[:, None] + tl.multiple_of(cols.to(tl.int64) * soc, PIX_VEC)[None, :],
+                     v.to(out_ptr.dtype.element_ty),
                      mask=ok[:, None] & to_out[None, :])
             r_cols = tl.where(to_out, 0, cols - C1)
             tl.store(r_ptr + p.to(tl.int64)[:, None] * RC + r_cols[None, :], v.to(r_ptr.dtype.element_ty),
@@ -235,11 +245,11 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
             tl.debug_barrier()  # all threads' R stores are issued before the release
             tl.atomic_add(ready_ptr + tile, 1, sem="release", scope="gpu")
         elif kind == 1:
-            _store(out_ptr, acc, bp_ptr, cols, CP, C1 + C3 + C5, orow, ok, soc, RELU)
+            _store(out_ptr, acc, bp_ptr, cols, CP, C1 + C3 + C5, orow, ok, soc, RELU, PIX_VEC)
         elif kind == 2:
-            _store(out_ptr, acc, b3_ptr, cols, C3, C1, orow, ok, soc, RELU)
+            _store(out_ptr, acc, b3_ptr, cols, C3, C1, orow, ok, soc, RELU, PIX_VEC)
         else:
-            _store(out_ptr, acc, b5_ptr, cols, C5, C1 + C3, orow, ok, soc, RELU)
+            _store(out_ptr, acc, b5_ptr, cols, C5, C1 + C3, orow, ok, soc, RELU, PIX_VEC)
 
 
 @triton.jit
@@ -252,7 +262,7 @@ def inception_fwd_kernel(
     C5R: tl.constexpr, C5: tl.constexpr, CP: tl.constexpr, K3: tl.constexpr, K5: tl.constexpr,
     RELU: tl.constexpr, BM: tl.constexpr, BN_MAX: tl.constexpr, BK: tl.constexpr, BKQ: tl.constexpr,
     BK3: tl.constexpr, BK5: tl.constexpr, TILE_TARGET: tl.constexpr, MAX_SPLITS: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PIX_VEC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
 ):
     ticket = tl.atomic_add(state_ptr, 1)
     while ticket < n_items:
@@ -264,25 +274,25 @@ def inception_fwd_kernel(
             _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                   b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
                   CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 16, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                  MAX_SPLITS, PRECISION, UPCAST)
+                  MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
         elif width == 32:
             if BN_MAX >= 32:
                 _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                       b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
                       CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 32, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                      MAX_SPLITS, PRECISION, UPCAST)
+                      MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
         elif width == 64:
             if BN_MAX >= 64:
                 _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                       b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
                       CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 64, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                      MAX_SPLITS, PRECISION, UPCAST)
+                      MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
         else:
             if BN_MAX >= 128:
                 _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
                       b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
                       CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 128, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                      MAX_SPLITS, PRECISION, UPCAST)
+                      MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
         ticket = tl.atomic_add(state_ptr, 1)
     # The last program out leaves the state zero for the next launch on this stream: every other
     # program has counted itself finished, so none reads the state any more.
@@ -357,6 +367,23 @@ def work_table(sched: Schedule, device: torch.device) -> torch.Tensor:
     return table
 
 
+def _pixel_vector(x: torch.Tensor) -> int:
+    """Pixels per vector load of x (up to 16 bytes) when x is NCHW-like (pixels contiguous) and
+    each run of that many flat pixels is one image's and aligned: 8-byte loads on 14x14 maps in
+    fp16, 16-byte on 28x28; 1 (element loads) for channels_last, whose channels are the contiguous
+    axis already, and on 7x7 maps. fp32 gains nothing on sm_90: TF32 wgmma takes its A operand
+    K-major (channels) from shared memory, so the copy there goes 4 bytes at a time whatever the
+    hint (benchmarks/NOTES.md)."""
+    n, c, h, w = x.shape
+    sxn, sxc, sxh, sxw = x.stride()
+    if sxw != 1 or sxh != w or c == 1:
+        return 1
+    v = 16 // x.element_size()
+    while v > 1 and ((h * w) % v or sxn % v or sxc % v or x.data_ptr() % (v * x.element_size())):
+        v //= 2
+    return v
+
+
 def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec, config: TileConfig,
                              max_programs: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Run the fused block on ``x`` (N, Cin, H, W) in one launch with tile ``config`` (chosen by
@@ -401,7 +428,7 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
             CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
             CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
             BM=config.block_m, BN_MAX=config.block_n, BK=sched.bk, BKQ=sched.bkq, BK3=sched.bk3, BK5=sched.bk5,
-            TILE_TARGET=sched.tile_target, MAX_SPLITS=sched.max_splits,
+            TILE_TARGET=sched.tile_target, MAX_SPLITS=sched.max_splits, PIX_VEC=min(_pixel_vector(x), _pixel_vector(out)),
             PRECISION=dot_precision(x.dtype), UPCAST=interp and x.dtype == torch.bfloat16,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
