@@ -78,13 +78,16 @@ def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_
     """The heuristic config (used untimed: on CPU, with autotuning off, inside a CUDA graph
     capture). Reductions are split only when the launch would offer fewer than ``max(MIN_ITEMS,
     sms)`` items, which happens at small batch."""
-    # 64 x 128 tiles (64 x 64 for fp32) over 8 warps: on sm_90 with Triton 3.6 every dot becomes
-    # wgmma with no register spills and ~100 KB of shared memory (two programs per SM).
-    # 128-row tiles would halve the weight re-reads but spill (40-660 B: compile_report.py), and at
-    # small batch 64 rows pad less; they stay an autotuning candidate.
+    # Column blocks of 128 (64 for fp32) over 8 warps: on sm_90 with Triton 3.6 every dot becomes
+    # wgmma with no register spills and at most 96 KB of shared memory, two programs per SM
+    # (compile_report.py). 128-pixel tiles halve the weight re-reads once they alone fill the GPU;
+    # below that, and in fp32 (144 KB), 64-pixel tiles: more items, less padding on small maps.
     fp32 = dtype == torch.float32
-    cfg = TileConfig(block_m=64, block_n=64 if fp32 else 128, block_k=chunk(spec.in_channels, 32 if fp32 else 64),
-                     block_kr=32 if fp32 else 64, num_warps=8, num_stages=3)
+    pixels = n * h * w
+    big = not fp32 and pixels >= 128 * sms and -pixels % 128 - -pixels % 64 <= pixels // 50
+    cfg = TileConfig(block_m=128 if big else 64, block_n=64 if fp32 else 128,
+                     block_k=chunk(spec.in_channels, 32 if fp32 else 64), block_kr=32 if fp32 else 64,
+                     num_warps=8, num_stages=3)
     items = len(schedule_for(spec, n, h, w, cfg).items)
     want = max(MIN_ITEMS, sms)
     if 0 < items < want:
@@ -99,7 +102,7 @@ def candidate_configs(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H1
     base = default_config(spec, n, h, w, sms, dtype)
     out = [base,
            replace(base, num_stages=4),
-           replace(base, block_m=128, block_n=64),
+           replace(base, block_m=192 - base.block_m),
            replace(base, block_n=64 if base.block_n == 128 else 128),
            replace(base, split_k=max(1, base.split_k // 2)),
            replace(base, programs_per_sm=1)]
