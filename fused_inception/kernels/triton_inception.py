@@ -314,7 +314,7 @@ if isinstance(inception_fwd_kernel, InterpretedFunction) != interpreting():
 
 # -- launch state and work tables -----------------------------------------------------------------
 _STATE: dict[tuple, torch.Tensor] = {}
-_TABLES: dict[tuple, torch.Tensor] = {}
+_TABLES: dict[tuple, tuple[Schedule, torch.Tensor]] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -347,11 +347,15 @@ def launch_state(device: torch.device, size: int) -> torch.Tensor:
 
 
 def work_table(sched: Schedule, device: torch.device) -> torch.Tensor:
-    """``sched.items`` as the int32 table the kernel reads, uploaded once per device."""
-    key = (device.type, device.index, sched)
-    table = _TABLES.get(key)
-    if table is not None:
-        return table
+    """``sched.items`` as the int32 table the kernel reads, uploaded once per device.
+
+    Keyed by the schedule's identity (``build_schedule`` caches it), not its value: hashing a
+    table of thousands of rows on every forward would cost milliseconds. The entry keeps the
+    schedule alive, so its id cannot be reused while the entry exists."""
+    key = (device.type, device.index, id(sched))
+    hit = _TABLES.get(key)
+    if hit is not None and hit[0] is sched:
+        return hit[1]
     host = torch.tensor(sched.items, dtype=torch.int32).reshape(-1)
     if device.type != "cuda":
         table = host
@@ -363,7 +367,7 @@ def work_table(sched: Schedule, device: torch.device) -> torch.Tensor:
     with _CACHE_LOCK:
         if len(_TABLES) >= 256:
             _TABLES.clear()
-        _TABLES[key] = table
+        _TABLES[key] = (sched, table)
     return table
 
 

@@ -73,6 +73,7 @@ def schedule_for(spec: InceptionSpec, n: int, h: int, w: int, cfg: TileConfig, p
                           programs)
 
 
+@functools.lru_cache(maxsize=1024)  # per forward on CPU, with autotuning off and in CUDA graph captures
 def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_SMS,
                    dtype: torch.dtype | None = None) -> TileConfig:
     """The heuristic config (used untimed: on CPU, with autotuning off, inside a CUDA graph
