@@ -93,7 +93,8 @@ def resources(cubin: bytes) -> dict:
         usage = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
         sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
-    ops = Counter(re.findall(r"\b(HGMMA|HMMA|LDGSTS(?:\.[0-9A-Z]+)*|LDG\.E(?:\.[0-9A-Z]+)*|STG\.E(?:\.[0-9A-Z]+)*|LDL|STL)\b", sass))
+    ops = Counter(re.findall(
+        r"\b(HGMMA|HMMA|LDGSTS(?:\.[0-9A-Z]+)*|LDG\.E(?:\.[0-9A-Z]+)*|STG\.E(?:\.[0-9A-Z]+)*|LDL|STL)\b", sass))
     out = {"regs": int(m[1]), "stack": int(m[2]), "local": int(m[4])} if m else {}
     out["sass"] = dict(ops)
     return out

@@ -6,19 +6,22 @@ Why: kernel v4 was written without a GPU, and its goals (batch 1: >= 3x the best
 need a forecast to plan against. ``calibrate.py`` fits the kernel's parameters on the first GPU
 and writes a JSON file that ``--params FILE`` loads.
 
-Kernel v4: the launcher's own work table (``tuning.default_config`` + ``schedule_for``), row by row.
-An item is one K-loop: the first chunk waits an L2 round trip, the others cost max(MMA, L2 traffic,
-latency / (stages - 1)), or a round trip more each in the pool's single-buffered loop. MMA runs at
-the anchor rate times ``mma_eff``; tensor cores and L2 are shared equally by an SM's programs (a
-waiting program lends nothing: this errs slow for short items). L2 traffic counts every load, each
-KxK tap included: the pipelined loads skip L1 (sm_90 SASS of v4, Triton 3.6: LDGSTS.E.BYPASS.128,
-cp.async.cg); the pool's are plain LDGs that L1 may serve (``pool_l1``). Each atomic (ticket,
-release, each tile acquired, split arrival) costs a round trip. Items are list-scheduled onto the
-persistent programs in ticket order: a C item holds its program until the P items of its halo's
-tiles are done; the last split adds the partials. DRAM bytes (x, weights, output, R written once,
-read back from L2 soon after) floor the makespan. The critical path: the same with a program per
-item. ``WHAT_IFS`` re-run it with changes the Triton kernel lacks (TMA multicast, halo loads, warp
-specialization), to say what would close each shortfall.
+Kernel v4: the launcher's own work table (``tuning.default_config`` + ``schedule_for``, planned for
+the grid simulated: ``programs_per_sm`` on each SM), row by row, as is. An item is one K-loop: the
+first chunk waits an L2 round trip, the others cost max(MMA, L2 traffic, latency / (stages - 1)),
+or a round trip more each in the pool's single-buffered loop. MMA runs at the anchor rate times
+``mma_eff``; tensor cores and L2 are shared equally by an SM's programs (a waiting program lends
+nothing: this errs slow for short items). L2 traffic: the bytes each item's loads request, counted
+as ``tiling_analysis.load_bytes`` counts them (masked lanes move nothing; a test checks the totals
+agree), every KxK tap from L2 (the pipelined loads skip L1: LDGSTS.E.BYPASS.128, cp.async.cg in
+v4's sm_90 SASS), the pool's plain LDGs served by L1 where taps share rows (``pool_l1``), plus the
+stores. Each atomic (ticket, release, each tile acquired, split arrival) costs a round trip. Items
+are list-scheduled onto the persistent programs in ticket order: a C item holds its program until
+the P items of its halo's tiles are done (the table issues it a wave of programs later, so it
+seldom waits); the last split reads the others' partials and runs the epilogue. DRAM bytes (x,
+weights, output, R written once, read back from L2 soon after) floor the makespan. The critical
+path: the same with a program per item. ``WHAT_IFS`` re-run it with changes the Triton kernel lacks
+(TMA multicast, halo loads, warp specialization), to say what would close each shortfall.
 
 Kernel v3 (git 88a1f92, no longer in the package): its decomposition re-derived from that commit's
 ``default_config``/``_work_items`` and ``tiling_analysis.py`` (its MAC counts match NOTES.md's): 8x8

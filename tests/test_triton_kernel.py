@@ -205,7 +205,8 @@ def test_autotune_times_candidates_once_per_key_and_caches_on_disk(monkeypatch, 
     monkeypatch.setattr(tuning, "_TUNED", {})
     spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4)
     block = make_block(spec)
-    cands = [TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16), TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16)]
+    cands = [TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16),
+             TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16)]
     timed = []
 
     def fake_bench(fn):
@@ -267,7 +268,8 @@ def test_autotune_ignores_malformed_or_outdated_cache(monkeypatch, tmp_path, con
     monkeypatch.setattr(tuning, "_TUNED", {})
     spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4)
     x = make_input(1, 8, 5, 5)
-    cands = [TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16), TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16, split_k=2)]
+    cands = [TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16),
+             TileConfig(block_m=32, block_n=32, block_k=16, block_kr=16, split_k=2)]
     key = tuning._tune_key(x, spec)
     path = tuning._cache_file()
     path.write_text(content(key, asdict(cands[0])))  # built from the slower candidate: trusting it shows

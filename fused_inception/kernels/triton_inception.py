@@ -432,7 +432,8 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
             CIN=cin, C1=spec.ch1x1, C3R=spec.ch3x3red, C3=spec.ch3x3, C5R=spec.ch5x5red, C5=spec.ch5x5,
             CP=spec.pool_proj, K3=spec.k3, K5=spec.k5, RELU=spec.relu,
             BM=config.block_m, BN_MAX=config.block_n, BK=sched.bk, BKQ=sched.bkq, BK3=sched.bk3, BK5=sched.bk5,
-            TILE_TARGET=sched.tile_target, MAX_SPLITS=sched.max_splits, PIX_VEC=min(_pixel_vector(x), _pixel_vector(out)),
+            TILE_TARGET=sched.tile_target, MAX_SPLITS=sched.max_splits,
+            PIX_VEC=min(_pixel_vector(x), _pixel_vector(out)),
             PRECISION=dot_precision(x.dtype), UPCAST=interp and x.dtype == torch.bfloat16,
             num_warps=config.num_warps, num_stages=config.num_stages,
         )
