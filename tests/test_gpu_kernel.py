@@ -115,3 +115,40 @@ def test_one_launch_on_gpu():
     others = [e.name for e in prof.events() if e.device_type.name == "CUDA" and "inception" not in e.name]
     assert len(kernels) == 1, [e.name for e in kernels]
     assert others == [], others
+
+
+def test_cuda_graph_replays_and_two_streams():
+    # The launch state (ticket, ready counts) is reset inside each launch: graph replays need no
+    # memset, and two streams each have their own state. Batch 1 splits reductions: replays and
+    # runs must be bit-identical.
+    spec = googlenet_spec("4e")
+    block = make_block(spec, dtype=torch.float16, device="cuda")
+    xs = [make_input(1, spec.in_channels, 14, 14, dtype=torch.float16, device="cuda", layout="channels_last")
+          for _ in range(2)]
+    with torch.no_grad():
+        want = [block(x) for x in xs]
+        static_x = xs[0].clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            block(static_x)  # warm up on the capture stream
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = block(static_x)
+        for i in (0, 1, 0, 1):
+            static_x.copy_(xs[i])
+            graph.replay()
+            assert torch.equal(static_out, want[i])
+        streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+        outs = [None, None]
+        for _ in range(20):
+            for i, s in enumerate(streams):
+                s.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(s):
+                    outs[i] = block(xs[i])
+            for s in streams:
+                torch.cuda.current_stream().wait_stream(s)
+            torch.cuda.synchronize()
+            assert torch.equal(outs[0], want[0]) and torch.equal(outs[1], want[1])
+    assert rel_err(want[0].cpu(), oracle(block, xs[0])) < tolerance(torch.float16, "cuda")
