@@ -359,11 +359,11 @@ def work_table(sched: Schedule, device: torch.device) -> torch.Tensor:
     host = torch.tensor(sched.items, dtype=torch.int32).reshape(-1)
     if device.type != "cuda":
         table = host
+    elif torch.cuda.is_current_stream_capturing():
+        # A copy the graph replays, into the graph's pool: good for this graph only, not cached.
+        return host.pin_memory().to(device, non_blocking=True)
     else:
-        capturing = torch.cuda.is_current_stream_capturing()
-        table = host.pin_memory().to(device, non_blocking=True)
-        if capturing:  # in the graph's pool: good for this graph only
-            return table
+        table = host.to(device)  # synchronous: the cached table may be read from any stream
     with _CACHE_LOCK:
         if len(_TABLES) >= 256:
             _TABLES.clear()
