@@ -6,69 +6,62 @@ Why: kernel v4 was written without a GPU, and its goals (batch 1: >= 3x the best
 need a forecast to plan against. ``calibrate.py`` fits the kernel's parameters on the first GPU
 and writes a JSON file that ``--params FILE`` loads.
 
-Kernel v4: the launcher's own work table (``tuning.default_config`` + ``schedule_for``, planned for
-the grid simulated: ``programs_per_sm`` on each SM), row by row, as is. An item is one K-loop: the
-first chunk waits an L2 round trip, the others cost max(MMA, L2 traffic, latency / (stages - 1)),
-or a round trip more each in the pool's single-buffered loop. MMA runs at the anchor rate times
-``mma_eff``; tensor cores and L2 are shared equally by an SM's programs (a waiting program lends
-nothing: this errs slow for short items). L2 traffic: the bytes each item's loads request, counted
-as ``tiling_analysis.load_bytes`` counts them (masked lanes move nothing; a test checks the totals
-agree), every KxK tap from L2 (the pipelined loads skip L1: LDGSTS.E.BYPASS.128, cp.async.cg in
-v4's sm_90 SASS), the pool's plain LDGs served by L1 where taps share rows (``pool_l1``), plus the
-stores. Each atomic (ticket, release, each tile acquired, split arrival) costs a round trip. Items
-are list-scheduled onto the persistent programs in ticket order: a C item holds its program until
-the P items of its halo's tiles are done (the table issues it a wave of programs later, so it
-seldom waits); the last split reads the others' partials and runs the epilogue. DRAM bytes (x,
-weights, output, R written once, read back from L2 soon after) floor the makespan. The critical
-path: the same with a program per item. ``WHAT_IFS`` re-run it with changes the Triton kernel lacks
-(TMA multicast, halo loads, warp specialization), to say what would close each shortfall.
+Kernel v4: the launcher's own work table (``default_config`` + ``schedule_for`` planned for the grid
+simulated, ``programs_per_sm`` per SM), row by row, as is. An item is one K-loop: the first chunk
+waits an L2 round trip, the others cost max(MMA, L2 traffic, latency / (stages - 1)), or a round
+trip more each in the pool's single-buffered loop. MMA runs at the anchor rate times ``mma_eff``;
+tensor cores and L2 are shared equally by an SM's programs (a waiting program lends nothing: this
+errs slow for short items). L2 traffic: the bytes each item's loads request (``item_loads``, the
+count of ``tiling_analysis.load_bytes``: masked lanes move nothing; tested to agree), every KxK tap
+from L2 (v4's sm_90 SASS: LDGSTS.E.BYPASS, cp.async.cg skips L1), the pool's plain LDGs served by L1
+where taps share rows (``pool_l1``), and the stores. Each atomic (ticket, release, tile acquired,
+split arrival) costs a round trip. Items are list-scheduled onto the persistent programs in ticket
+order: a C item holds its program until the P items of its halo's tiles are done (the table issues
+it about a wave of programs later, so it seldom waits); the last split reads the others' partials
+and runs the epilogue. DRAM bytes (x, weights, output, R written once, read back from L2) floor the
+makespan. The critical path: the same with a program per item. ``WHAT_IFS`` re-run it with what the
+Triton kernel lacks (TMA multicast, halo loads, warp specialization): what would close each gap.
 
-Kernel v3 (git 88a1f92, no longer in the package): its decomposition re-derived from that commit's
-``default_config``/``_work_items`` and ``tiling_analysis.py`` (its MAC counts match NOTES.md's): 8x8
-tiles; a KxK item recomputes the 1x1 reduce on its halo in 32-pixel chunks, then runs K*K tap loops
-of 1-2 chunks that cannot pipeline; work strided statically over the programs.
+Kernel v3 (git 88a1f92, no longer in the package), re-derived from that commit's ``default_config``,
+``_work_items`` and ``tiling_analysis.py`` (its MAC counts match NOTES.md's): 8x8 tiles; a KxK item
+recomputes the 1x1 reduce on its halo in 32-pixel chunks, then runs K*K tap loops of 1-2 chunks that
+cannot pipeline; work strided statically over the programs.
 
-Peers: eager PyTorch + cuDNN (20 kernels for a torchvision block: 6 convs, 6 BatchNorms, 6 ReLUs,
-pool, cat), the same in a CUDA graph, and torch.compile (6 cuDNN convs, BN+ReLU fused into the two
-reduce maps' kernels and one cat kernel, the pool: 10). A conv costs its 128-pixel tiles in waves
-over the SMs at ``conv_eff`` (same K-loop latency model) or its bytes, whichever is more; a
-streaming kernel its bytes (at the L2 rate if they fit in half the L2). Each kernel adds a launch
-gap; eager and compiled runs are also bounded by the host's time per launch.
+Peers: eager PyTorch + cuDNN (20 kernels for a torchvision block), the same in a CUDA graph, and
+torch.compile (6 cuDNN convs, 2 fused BN+ReLU, cat, pool: 10). A conv costs its 128-pixel tiles in
+waves at ``conv_eff`` (same K-loop model) or its bytes; a streaming kernel its bytes (at the L2 rate
+if they fit in half the L2); each adds a launch gap; eager and compiled runs are also bounded by the
+host's time per launch.
 
-Anchors (pinned, not tuned): 798 TFLOP/s dense fp16/bf16 matmul and 3.0 TB/s device copy, measured
-by this project on an H100 SXM (3.35 TB/s spec); TF32 at half that rate (the datasheet ratio). H200:
-the same 132 SMs and clocks, 4.8 TB/s spec times the H100's measured/spec ratio = 4.30 TB/s (a copy
-measured 4.3 TB/s on this workplace's H200, where PyTorch reported 60 MB of L2: device notes,
-KINDS.md, 2026-10-28). Peer anchor: KernelBench level 3 problem 6 on an H100, torch 2.5: eager 8.77
-ms, torch.compile 5.16 ms. Its module (KernelBench/level3/6_GoogleNetInceptionModule.py, read): 480
-in; 1x1 192; 3x3 96 -> 208; a true 5x5 (padding 2) 16 -> 48; pool proj 64; every conv with bias; no
-BatchNorm, no ReLU; batch 10, 224x224, contiguous fp32, TF32 convs (PyTorch's cuDNN default). Both
-parameter sets must reproduce both times within +-25% (``kernelbench_check``, tested).
-
-One assumption the check needs: cuDNN's TF32 engines run NHWC, so each eager conv on NCHW tensors
-transposes its input and its output (26 kernels with the bias adds); without the transposes the
-model gives 4.6-5.7 ms (-48%, -35%). Inductor's layout optimisation converts x to channels_last once
-and writes the output back as NCHW (11 kernels). ``calibrate.py`` lists the eager kernels to check.
+Anchors (pinned): 798 TFLOP/s fp16/bf16 matmul and 3.0 TB/s copy, measured by this project on an H100
+SXM; TF32 at half. H200: the same SMs, 4.8 TB/s spec times the H100's measured/spec ratio = 4.30
+TB/s (4.3 measured on this workplace's H200, 60 MB L2). Peer anchor: KernelBench level 3 problem 6
+on an H100, torch 2.5: eager 8.77 ms, torch.compile 5.16 ms (``KB_SPEC``: biases, no BatchNorm or
+ReLU, 10x480x224x224 NCHW fp32, TF32 convs). Both parameter sets must reproduce both within +-25%
+(``kernelbench_check``, tested), which needs one assumption: cuDNN's TF32 engines run NHWC, so each
+eager conv on NCHW transposes its input and output (26 kernels; without, -48%/-35%); Inductor
+converts x to channels_last once and writes NCHW back (11 kernels). ``calibrate.py`` lists them.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import json
 import math
 import sys
-from collections import Counter
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import block_flops, block_min_bytes  # noqa: E402
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec  # noqa: E402
-from fused_inception.kernels.schedule import C3, KINDS, P, Q, Schedule  # noqa: E402
+from fused_inception.kernels.schedule import C3, C5, COLUMNS, P, Q, Schedule  # noqa: E402
 from fused_inception.kernels.tuning import TileConfig, default_config, schedule_for  # noqa: E402
 
 
@@ -103,30 +96,25 @@ class Params:
     stream_eff: float  # share of the copy bandwidth elementwise/pool/cat/transpose kernels reach
     sources: str = ""
     # What the kernel could do that the Triton v4 kernel does not (WHAT_IFS):
-    c_late: bool = False  # C items issued a wave of tiles after their producers (table order only)
     weight_share: int = 1  # programs sharing one weight-tile load (TMA multicast in a cluster)
     halo_smem: bool = False  # a tile's halo rows loaded once, taps read from shared memory
     warp_specialized: bool = False  # a producer warp keeps loads in flight, stores overlap: no latency floor
-    block_m: int = 0  # pixel rows per tile, where the map has a tile per SM (128: two consumer warpgroups)
+    block_m: int = 0  # pixels per tile where that leaves a tile per SM (fp32 too; 128: two consumer warpgroups)
 
 
 OPTIMISTIC = Params(
     "optimistic", mma_eff=0.8, l2_tbs=10.0, latency_us=0.3, item_us=0.5, gap_eager_us=3.0, gap_graph_us=1.5,
     host_op_us=4.0, host_fused_us=24.0, pool_l1=True, conv_eff=0.75, stream_eff=1.0,
-    sources="mma_eff 0.8: Triton's Hopper GEMMs against cuBLAS at large sizes (assumption: this loop has no "
-            "TMA); l2 10 TB/s: assumption, 60% of 132 SMs x 64 B/clk x 1.98 GHz; latency 0.3 us, item 0.5 us: "
-            "assumptions (calibrate.py fits both); pool_l1: the pool's loads are plain LDGs, so L1 can serve "
-            "the rows its nine taps share (assumption); gaps 3/1.5 us: usual eager/graph launch "
-            "spacing (assumption); host 4 us/op: ~280k eager ops/s (H. He, 'Making Deep Learning Go Brrrr'); "
-            "host_fused 24 us: README (module's work before the launch, measured on CPU); conv 0.75, stream "
-            "1.0: assumptions held to the KernelBench check")
+    sources="mma_eff: Triton Hopper GEMMs vs cuBLAS (assumption, no TMA); l2: 60% of 132 SMs x 64 B/clk x 1.98 GHz "
+            "(assumption); latency, item: assumptions (calibrate.py fits them); pool_l1: plain LDGs, L1 may serve the "
+            "taps' shared rows; gaps: assumption; host 4 us/op: ~280k eager ops/s (H. He); host_fused: README "
+            "(measured on CPU); conv, stream: assumptions held to the KernelBench check")
 PESSIMISTIC = Params(
     "pessimistic", mma_eff=0.5, l2_tbs=5.5, latency_us=0.6, item_us=1.5, gap_eager_us=5.0, gap_graph_us=2.5,
     host_op_us=8.0, host_fused_us=24.0, pool_l1=False, conv_eff=0.55, stream_eff=0.85,
-    sources="mma_eff 0.5: the mma.sync (HMMA) path part of v3's dots compiled to (NOTES, SASS); l2 5.5 TB/s: "
-            "Chips and Cheese's H100 PCIe L2 bandwidth (2023, recalled, not re-read); latency 0.6 us: about a "
-            "DRAM round trip; every pool tap from L2; item 1.5 us, gaps 5/2.5 us, host 8 us/op (cuDNN "
-            "dispatch), conv 0.55, stream 0.85: assumptions held to the KernelBench check")
+    sources="mma_eff: the mma.sync path part of v3's dots compiled to (SASS); l2: Chips and Cheese, H100 PCIe "
+            "(recalled); latency: about a DRAM round trip; every pool tap from L2; item, gaps, host (cuDNN dispatch), "
+            "conv, stream: assumptions held to the KernelBench check")
 PARAM_SETS = {p.name: p for p in (OPTIMISTIC, PESSIMISTIC)}
 
 KB_SPEC = InceptionSpec(480, 192, 96, 208, 16, 48, 64, k3=3, k5=5, bias=True, batch_norm=False, relu=False)
@@ -152,12 +140,6 @@ def _mma_rate(gpu: Gpu, eff: float, fp32: bool) -> float:
     return gpu.mma_tflops * 1e12 * eff * (0.5 if fp32 else 1.0) / gpu.sms
 
 
-def _pool_taps(rows: int, unique_rows: float, prm: Params) -> float:
-    """L2 loads of the 3x3 max-pool per plain load of its ``rows``: nine, or the rows the taps
-    cover (a flat tile plus an image row and a pixel either side) when L1 serves the overlap."""
-    return min(9.0, unique_rows / rows) if prm.pool_l1 or prm.halo_smem else 9.0
-
-
 def _loop_s(iters: int, mma_s: float, mem_s: float, prm: Params, stages: int) -> float:
     """A K-loop of ``iters`` chunks: the first waits a round trip, the rest are limited by the
     tensor cores, the L2 traffic or the loads in flight (stages - 1 of them); a loop that is not
@@ -170,57 +152,84 @@ def _loop_s(iters: int, mma_s: float, mem_s: float, prm: Params, stages: int) ->
 
 
 # -- kernel v4 --------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def item_loads(sched: Schedule, elem: int) -> tuple[tuple[int, ...], ...]:
+    """Per row of the table: (x or R bytes, weight bytes, other bytes, channels reduced, output
+    columns) its loads request, counted as ``tiling_analysis.load_bytes`` counts them (masked lanes,
+    i.e. taps outside the image, padding channels and columns, move nothing). Other: the table row,
+    and for the last split the bias (fp32) and the other splits' fp32 partials."""
+    s, h, w, bm = sched.spec, sched.h, sched.w, sched.block_m
+    p = np.arange(sched.n_tiles * bm).reshape(sched.n_tiles, bm)
+    ok, hh, ww = p < sched.pixels, (p % (h * w)) // w, p % w
+    rows = ok.sum(1)
+
+    def inside(k: int) -> np.ndarray:  # (tiles, taps): valid rows whose tap neighbour is in the image
+        d = [(t // k - k // 2, t % k - k // 2) for t in range(k * k)]
+        return np.stack([(ok & (hh + a >= 0) & (hh + a < h) & (ww + b >= 0) & (ww + b < w)).sum(1) for a, b in d], 1)
+
+    cums = {}
+    for kind in (P, Q, C3, C5):  # per chunk: channels, and rows x channels read; then prefix sums
+        ch, kk = sched.chunk_of(kind), np.arange(sched.k_chunks(kind))
+        if kind in (P, Q):
+            chans = np.minimum((kk + 1) * ch, s.in_channels) - kk * ch
+            a_rows = rows[:, None] if kind == P else inside(3).sum(1, keepdims=True)
+        else:
+            cred, k = (s.ch3x3red, s.k3) if kind == C3 else (s.ch5x5red, s.k5)
+            chans = np.clip(cred - (kk % -(-cred // ch)) * ch, 0, ch)
+            a_rows = inside(k)[:, kk // -(-cred // ch)]
+        cums[kind] = (np.concatenate([[0], np.cumsum(chans)]), np.pad(np.cumsum(a_rows * chans, 1), ((0, 0), (1, 0))))
+    n_cols = {P: s.ch1x1 + s.ch3x3red + s.ch5x5red, Q: s.pool_proj, C3: s.ch3x3, C5: s.ch5x5}
+    out = []
+    for kind, tile, c0, width, split, n_splits, _, _, _, k_lo, k_hi in sched.items:
+        (c_cum, a_cum), cols = cums[kind], max(0, min(c0 + width, n_cols[kind]) - c0)
+        kv, other = int(c_cum[k_hi] - c_cum[k_lo]), 4 * len(COLUMNS)
+        if split == n_splits - 1:
+            other += cols * 4 + (n_splits - 1) * int(rows[tile]) * width * 4
+        out.append((int(a_cum[tile, k_hi] - a_cum[tile, k_lo]) * elem, kv * cols * elem, other, kv, cols))
+    return tuple(out)
+
+
 def _v4_costs(sched: Schedule, cfg: TileConfig, gpu: Gpu, prm: Params, elem: int, grid: int):
-    """(duration, combine) in seconds and L2 bytes for every row of the table; ``combine``, the
-    partials' sum, is paid once per split item, by its last split."""
+    """(duration, combine, L2 bytes, requested load bytes) for every row of the table. ``combine``
+    (read the other partials, add, epilogue) is paid once per split item, by its last split. L2
+    bytes: the loads that reach L2 (the pool's less what L1 serves, under ``pool_l1``) and stores."""
     s = sched.spec
     share = max(grid, gpu.sms) / gpu.sms  # programs per SM while all are busy
     rate = _mma_rate(gpu, prm.mma_eff, elem == 4) / share
     l2 = prm.l2_tbs * 1e12 / gpu.sms / share
     lat = prm.latency_us * 1e-6
-    n_cols = {P: s.ch1x1 + s.ch3x3red + s.ch5x5red, Q: s.pool_proj, C3: s.ch3x3}
-    s_w = sched.w
     out = []
-    for row in sched.items:
-        kind, tile, c0, width, _, n_splits, slot, dep_lo, dep_hi, k_lo, k_hi = row
+    for row, (a, wts, other, kv, cols) in zip(sched.items, item_loads(sched, elem)):
+        kind, tile, _, width, split, n_splits, slot, dep_lo, dep_hi, k_lo, k_hi = row
         m, n, k = sched.item_mnk(row)
-        rows = min(m, sched.pixels - tile * m)
-        cols = min(width, n_cols.get(kind, s.ch5x5) - c0)
-        iters, ch = k_hi - k_lo, sched.chunk_of(kind)
-        if kind in (P, Q):
-            kv = min(k_hi * ch, s.in_channels) - k_lo * ch
-            a = rows * kv * elem * (_pool_taps(rows, rows + 2 * s_w + 2, prm) if kind == Q else 1)
-        else:
-            kv = iters * min(ch, s.ch3x3red if kind == C3 else s.ch5x5red)
-            a = rows * kv * elem  # one tap per chunk, all from L2
-            if prm.halo_smem:
-                k_sz = s.k3 if kind == C3 else s.k5
-                a = min(a, (rows + (k_sz - 1) * (s_w + 1)) * kv * elem / k_sz**2)
-        mem = (a + kv * cols * elem / prm.weight_share) / l2
+        rows, a_l2 = min(m, sched.pixels - tile * m), a
+        if kind == Q and (prm.pool_l1 or prm.halo_smem):  # a flat tile plus an image row and a pixel either side
+            a_l2 = min(a, (rows + 2 * sched.w + 2) * kv * elem)
+        if kind >= C3 and prm.halo_smem:  # the halo rows once per reduce channel
+            k_sz = s.k3 if kind == C3 else s.k5
+            a_l2 = min(a, (rows + (k_sz - 1) * (sched.w + 1)) * kv * elem / k_sz**2)
+        mem = (a_l2 + wts / prm.weight_share) / l2
         atomics = 1 + (kind == P) + (dep_hi - dep_lo + 1 if dep_lo >= 0 else 0) + (slot >= 0)
-        store = rows * (width * 4 if slot >= 0 else cols * elem) / l2
+        out_b, part_b = rows * cols * elem, rows * width * 4 * (slot >= 0)  # epilogue store; a split's partial
+        store = (part_b or out_b) / l2
         if prm.warp_specialized:  # the store leaves through TMA while the next loop runs
             mem, store = mem + store, 0.0
         stages = 1 if kind == Q else cfg.num_stages  # the pool's loop is single-buffered (tl.range, POOL)
-        loop = _loop_s(iters, 2 * m * n * k / rate, mem, prm, stages)
-        dur = prm.item_us * 1e-6 + atomics * lat + loop + store
-        combine = n_splits * rows * width * 4 / l2 + lat if slot >= 0 else 0.0
-        out.append((dur, combine, (mem + store + combine / n_splits) * l2))  # one split adds them up
+        dur = prm.item_us * 1e-6 + atomics * lat + _loop_s(k_hi - k_lo, 2 * m * n * k / rate, mem, prm, stages) + store
+        combine = lat + ((n_splits - 1) * part_b + out_b) / l2 if slot >= 0 else 0.0
+        l2_bytes = a_l2 + wts / prm.weight_share + other + part_b + out_b * (split == n_splits - 1)
+        out.append((dur, combine, l2_bytes, a + wts + other))
     return out
 
 
 def _simulate(sched: Schedule, costs, grid: int) -> float:
     """Makespan of ``grid`` persistent programs claiming tickets in order (list scheduling)."""
-    free = [0.0] * grid
-    heap = [(0.0, p) for p in range(grid)]
-    ready = [0.0] * sched.n_tiles
+    free, heap, ready, end = [0.0] * grid, [(0.0, p) for p in range(grid)], [0.0] * sched.n_tiles, 0.0
     splits: dict[int, list] = {}
-    end = 0.0
-    for row, (dur, combine, _) in zip(sched.items, costs):
-        while True:
+    for row, (dur, combine, *_) in zip(sched.items, costs):
+        t, p = heapq.heappop(heap)
+        while t != free[p]:  # a stale entry: that program's last split went on to add the partials
             t, p = heapq.heappop(heap)
-            if t == free[p]:
-                break
         start = max([t] + ready[row[7]:row[8] + 1]) if row[7] >= 0 else t
         fin = free[p] = start + dur
         heapq.heappush(heap, (fin, p))
@@ -238,44 +247,26 @@ def _simulate(sched: Schedule, costs, grid: int) -> float:
     return end
 
 
-def _issue_c_late(sched: Schedule, grid: int) -> Schedule:
-    """The table with each C item moved a wave of tiles later (still after its producers, so the
-    protocol stays deadlock-free): by its claim its P items are done and its program need not spin."""
-    late = -(-grid * sched.n_tiles // len(sched.items))
-    out, held, cur = [], {}, -1
-    for row in sched.items:
-        if row[0] >= C3:
-            held.setdefault(cur, []).append(row)
-            continue
-        if row[1] != cur:
-            cur = row[1]
-            out += held.pop(cur - late, [])
-        out.append(row)
-    return replace(sched, items=tuple(out + [r for t in sorted(held) for r in held[t]]))
-
-
 def kernel_v4(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, gpu: Gpu, prm: Params,
               cfg: TileConfig | None = None) -> dict:
-    """Predicted GPU time of one v4 launch (``cfg``: the launcher's heuristic by default)."""
+    """Predicted GPU time of one v4 launch (``cfg``: the launcher's heuristic by default), with the
+    table the launcher builds for ``programs_per_sm`` programs on each SM."""
     cfg = cfg or default_config(spec, n, h, w, gpu.sms, dtype)
     if prm.block_m and n * h * w >= prm.block_m * gpu.sms:  # only where it still gives every SM a tile
         cfg = replace(cfg, block_m=prm.block_m)
-    sched = schedule_for(spec, n, h, w, cfg)
-    elem = torch.empty((), dtype=dtype).element_size()
-    grid = min(len(sched.items), gpu.sms * cfg.programs_per_sm)
-    if prm.c_late:
-        sched = _issue_c_late(sched, grid)
+    programs, elem = gpu.sms * cfg.programs_per_sm, torch.empty((), dtype=dtype).element_size()
+    sched = schedule_for(spec, n, h, w, cfg, programs)  # the launcher's table for its max_programs
+    grid = max(1, min(len(sched.items), programs))
     costs = _v4_costs(sched, cfg, gpu, prm, elem, grid)
-    makespan = _simulate(sched, costs, grid)
-    critical = _simulate(sched, costs, len(sched.items))
+    makespan, critical = _simulate(sched, costs, grid), _simulate(sched, costs, len(sched.items))
     dram = block_min_bytes(spec, n, h, w, elem)["total"] + n * h * w * (spec.ch3x3red + spec.ch5x5red) * elem
-    shapes = Counter((KINDS[r[0]], *sched.item_mnk(r)) for r in sched.items)
     work = sum(c[0] + c[1] / r[5] for c, r in zip(costs, sched.items))
-    return {"items": len(sched.items), "grid": grid, "waves": len(sched.items) / grid,
-            "issued_flops": sum(2 * m * nn * k * c for (_, m, nn, k), c in shapes.items()), "mma_shapes": shapes,
-            "l2_bytes": sum(c[2] for c in costs), "busy": work / (grid * makespan),
-            "dram_bytes": dram, "critical_us": critical * 1e6, "makespan_us": makespan * 1e6,
-            "gpu_us": max(makespan, dram / (gpu.dram_tbs * 1e12)) * 1e6, "config": cfg}
+    return {"items": len(sched.items), "grid": grid, "waves": len(sched.items) / grid, "schedule": sched,
+            "issued_flops": sum(2 * m * nn * k for m, nn, k in map(sched.item_mnk, sched.items)),
+            "l2_bytes": sum(c[2] for c in costs), "load_bytes": sum(c[3] for c in costs),
+            "busy": work / (grid * makespan), "dram_bytes": dram, "critical_us": critical * 1e6,
+            "makespan_us": makespan * 1e6, "gpu_us": max(makespan, dram / (gpu.dram_tbs * 1e12)) * 1e6,
+            "config": cfg}
 
 
 # -- kernel v3 (historical decomposition, git 88a1f92) ---------------------------------------------
@@ -290,7 +281,7 @@ def kernel_v3(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, g
     s, elem, cdiv = spec, torch.empty((), dtype=dtype).element_size(), (lambda a, b: -(-a // b))
     bk, br, hc, bm = _p2(s.in_channels, 16, 32), _p2(max(s.ch3x3red, s.ch5x5red), 16, 64), 32, 64
     tiles = cdiv(h, 8) * cdiv(w, 8)
-    fill = h * w / (tiles * bm)  # valid share of a tile's pixels (masked loads move no bytes)
+    fill, cin_it = h * w / (tiles * bm), cdiv(s.in_channels, bk)  # fill: valid share of a tile's pixels
 
     def per_tile(bn: int, g: int) -> list[tuple[str, int]]:
         return ([("k3", j) for j in range(cdiv(s.ch3x3, bn * g))] + [("k5", j) for j in range(cdiv(s.ch5x5, bn * g))]
@@ -303,14 +294,13 @@ def kernel_v3(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, g
     work = len(kinds) * n * tiles
     grid = min(work, gpu.sms * 2)
     share = max(grid, gpu.sms) / gpu.sms
-    rate = _mma_rate(gpu, prm.mma_eff, elem == 4) / share
-    l2 = prm.l2_tbs * 1e12 / gpu.sms / share
-    cin_it = cdiv(s.in_channels, bk)
+    rate, l2 = _mma_rate(gpu, prm.mma_eff, elem == 4) / share, prm.l2_tbs * 1e12 / gpu.sms / share
     flops, durations = 0, {}
     for kind, j in dict.fromkeys(kinds):
         loops = []  # (iterations, flops, L2 bytes)
         if kind in ("c1", "cp"):
-            a = bm * fill * bk * elem * (_pool_taps(bm, 100, prm) if kind == "cp" else 1)  # 8x8 tile: 10x10
+            taps = (min(9.0, 100 / bm) if prm.pool_l1 or prm.halo_smem else 9.0) if kind == "cp" else 1  # 8x8: 10x10
+            a = bm * fill * bk * elem * taps
             loops.append((cin_it, cin_it * 2 * bm * bn * bk, cin_it * (a + bk * bn * elem)))
             store = bm * fill * bn * elem
         else:
@@ -322,8 +312,8 @@ def kernel_v3(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, g
             blocks = sum(1 for gg in range(g) if (j * g + gg) * bn < cout)
             loops += [(nred, nred * 2 * bm * bn * brb, nred * (bm * brb + brb * bn) * elem)] * (blocks * k * k)
             store = cdiv(halo, hc) * hc * brb * nred * elem + blocks * bm * fill * bn * elem
-        t = prm.item_us * 1e-6 + sum(_loop_s(i, f / rate, b / l2, prm, 2) for i, f, b in loops) + store / l2
-        durations[kind, j] = t
+        durations[kind, j] = prm.item_us * 1e-6 + sum(_loop_s(i, f / rate, b / l2, prm, 2) for i, f, b in loops) \
+            + store / l2
         flops += sum(f for _, f, _ in loops) * n * tiles
     load = [0.0] * grid  # program p runs works p, p + grid, ...
     for work_i in range(work):
@@ -382,11 +372,9 @@ def peers(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, gpu: 
 def kernelbench_check(prm: Params) -> dict:
     """The peer model on KernelBench's module (H100) against its measured times: within +-25%?"""
     pred = peers(KB_SPEC, *KB_SHAPE, torch.float32, GPUS["h100"], prm, nchw=True)
-    out = {}
-    for name, ms in KB_MEASURED_MS.items():
-        err = pred[name] / 1e3 / ms - 1
-        out[name] = {"predicted_ms": pred[name] / 1e3, "measured_ms": ms, "error": err, "ok": abs(err) <= 0.25}
-    return out
+    err = {name: pred[name] / 1e3 / ms - 1 for name, ms in KB_MEASURED_MS.items()}
+    return {name: {"predicted_ms": pred[name] / 1e3, "measured_ms": ms, "error": e, "ok": abs(e) <= 0.25}
+            for (name, ms), e in zip(KB_MEASURED_MS.items(), err.values())}
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -409,8 +397,8 @@ def predict(gpu: Gpu, prm: Params, batches=BATCHES, with_v3: bool = True) -> dic
                          "peers": pe, "best_peer": min(pe["eager"], pe["graphs"], pe["compile"]), "floor": floor,
                          "detail": v4})
     kb_v4 = kernel_v4(KB_SPEC, *KB_SHAPE, torch.float32, gpu, prm)
-    kb_v3 = kernel_v3(KB_SPEC, *KB_SHAPE, torch.float32, gpu, prm)
-    kb = {"v3": _ours(kb_v3["gpu_us"], prm), "v4": _ours(kb_v4["gpu_us"], prm), "detail": kb_v4,
+    kb = {"v3": _ours(kernel_v3(KB_SPEC, *KB_SHAPE, torch.float32, gpu, prm)["gpu_us"], prm),
+          "v4": _ours(kb_v4["gpu_us"], prm), "detail": kb_v4,
           "peers": peers(KB_SPEC, *KB_SHAPE, torch.float32, gpu, prm, nchw=True)}
     return {"gpu": gpu, "params": prm, "rows": rows, "kb": kb, "kb_check": kernelbench_check(prm)}
 
@@ -419,12 +407,10 @@ GOALS = (("b1", "batch 1: v4 >= 3x the best peer, every block", 3.0),
          ("b256", "batch 256: v4 >= 1.5x the best peer, every block", 1.5),
          ("floor", "batch 256: v4 >= 50% of the roofline floor, every block", 0.5),
          ("kb", "KernelBench module: v4 >= 4x torch.compile", 4.0))
-WHAT_IFS = (("C items issued a wave later (table order: Triton can)", {"c_late": True}),
-            ("+ weights multicast to 2-SM clusters (TMA multicast)", {"c_late": True, "weight_share": 2}),
-            ("+ halo rows once in shared memory (TMA halo/im2col loads)",
-             {"c_late": True, "weight_share": 2, "halo_smem": True}),
-            ("+ producer warp and two consumer warpgroups, 128-pixel tiles (warp specialization)",
-             {"c_late": True, "weight_share": 2, "halo_smem": True, "warp_specialized": True, "block_m": 128}))
+WHAT_IFS = (("weights multicast to 2-SM clusters (TMA multicast)", {"weight_share": 2}),
+            ("+ halo rows once in shared memory (TMA halo/im2col loads)", {"weight_share": 2, "halo_smem": True}),
+            ("+ producer warp and two consumer warpgroups, 128-pixel tiles in fp32 too (warp specialization)",
+             {"weight_share": 2, "halo_smem": True, "warp_specialized": True, "block_m": 128}))
 
 
 def goal_values(pred: dict) -> dict[str, tuple[str, float]]:

@@ -1,6 +1,7 @@
 """benchmarks/perf_model.py and calibrate.py: the peer model holds to KernelBench's measured times,
-the kernel model reads the launcher's own work table, v3's historical counts are the ones NOTES.md
-records, and the calibration script starts (or says why not) without a GPU."""
+the kernel model reads the launcher's own work table (planned for the grid it simulates) and counts
+the bytes tiling_analysis.load_bytes counts, v3's historical counts are the ones NOTES.md records,
+and the calibration script starts (or says why not) without a GPU."""
 
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ def test_kernelbench_check_can_fail():
 def test_v4_model_consumes_the_launchers_table():
     spec, hw = googlenet_spec("4d"), GOOGLENET_SPATIAL["4d"]
     base = default_config(spec, 1, hw, hw, H100.sms, torch.float16)
-    sched = schedule_for(spec, 1, hw, hw, base)
+    sched = schedule_for(spec, 1, hw, hw, base, H100.sms * base.programs_per_sm)
     got = pm.kernel_v4(spec, 1, hw, hw, torch.float16, H100, pm.OPTIMISTIC)
-    assert got["items"] == len(sched.items)
+    assert got["schedule"] == sched and got["items"] == len(sched.items)
     assert got["issued_flops"] == sum(2 * m * n * k for m, n, k in map(sched.item_mnk, sched.items))
     assert got["critical_us"] <= got["makespan_us"] + 1e-9
     # Another config is another table, and another prediction.
@@ -63,17 +64,53 @@ def test_v4_model_consumes_the_launchers_table():
     assert got_other["gpu_us"] != got["gpu_us"]
 
 
+def test_v4_table_is_planned_for_the_simulated_grid():
+    """The launcher builds its table for its program count (KxK items lag about a wave of
+    programs behind their producers): the model simulates that table, not another GPU's."""
+    spec, hw = googlenet_spec("3a"), GOOGLENET_SPATIAL["3a"]
+    cfg = default_config(spec, 32, hw, hw, H100.sms, torch.float16)
+    small = replace(H100, sms=33)
+    got = pm.kernel_v4(spec, 32, hw, hw, torch.float16, small, pm.OPTIMISTIC, cfg)
+    assert got["schedule"] == schedule_for(spec, 32, hw, hw, cfg, 33 * cfg.programs_per_sm)
+    assert got["schedule"] != schedule_for(spec, 32, hw, hw, cfg)  # the H100's lag is longer
+    assert got["grid"] == 33 * cfg.programs_per_sm
+    # The table's own lag is the schedule now: no what-if reorders it.
+    names = {f.name for f in pm.fields(pm.Params)}
+    assert "c_late" not in names and all(k in names for _, change in pm.WHAT_IFS for k in change)
+
+
+@pytest.mark.parametrize(("block", "n", "dtype"), [("3a", 1, torch.float16), ("4d", 256, torch.float16),
+                                                   ("5b", 32, torch.float16), ("4e", 1, torch.float32)])
+def test_v4_bytes_agree_with_load_bytes(block, n, dtype):
+    """The model's loads are the bytes tiling_analysis.load_bytes counts (the interpreter's count):
+    exactly, item by item summed, split partials included; with every pool tap from L2
+    (pessimistic) the L2 traffic adds only the stores: a few % once the batch fills the GPU."""
+    ta = bench_module("tiling_analysis")
+    spec, hw = googlenet_spec(block), GOOGLENET_SPATIAL[block]
+    elem = torch.empty((), dtype=dtype).element_size()
+    got = pm.kernel_v4(spec, n, hw, hw, dtype, H100, pm.PESSIMISTIC)
+    counted = sum(ta.load_bytes(got["schedule"], elem).values())
+    assert got["load_bytes"] == counted
+    assert counted < got["l2_bytes"] <= counted * (1.08 if n >= 32 else 1.35)
+    if n >= 32:
+        assert got["config"].split_k == 1
+    else:
+        assert got["config"].split_k > 1  # the partials' reads are in both counts
+    # L1 serving the pool's shared rows (optimistic) only removes L2 traffic.
+    assert pm.kernel_v4(spec, n, hw, hw, dtype, H100, pm.OPTIMISTIC)["l2_bytes"] < got["l2_bytes"]
+
+
 def test_simulation_respects_programs_and_dependencies():
     """One program runs every item back to back; a program per item is the critical path."""
     spec, hw = googlenet_spec("3a"), GOOGLENET_SPATIAL["3a"]
     cfg = default_config(spec, 1, hw, hw, H100.sms, torch.float16)
-    sched = schedule_for(spec, 1, hw, hw, cfg)
+    sched = schedule_for(spec, 1, hw, hw, cfg, 8)
     costs = pm._v4_costs(sched, cfg, H100, pm.OPTIMISTIC, 2, 8)
     serial = pm._simulate(sched, costs, 1)
-    assert serial == pytest.approx(sum(d + c / row[5] for row, (d, c, _) in zip(sched.items, costs)))
+    assert serial == pytest.approx(sum(d + c / row[5] for row, (d, c, *_) in zip(sched.items, costs)))
     wide = pm._simulate(sched, costs, len(sched.items))
-    p_max = max(d + c for row, (d, c, _) in zip(sched.items, costs) if row[0] == 0)
-    c_max = max(d + c for row, (d, c, _) in zip(sched.items, costs) if row[0] >= 2)
+    p_max = max(d + c for row, (d, c, *_) in zip(sched.items, costs) if row[0] == 0)
+    c_max = max(d + c for row, (d, c, *_) in zip(sched.items, costs) if row[0] >= 2)
     assert p_max < wide <= p_max + c_max + 1e-12  # a C item starts after its P items, not before
 
 
