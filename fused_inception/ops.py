@@ -18,7 +18,7 @@ fails for our CPU paths: with ``TRITON_INTERPRET=1`` the kernel is an interprete
 ``wrap_triton`` does not recognise, so ``torch.compile`` traces into it and touches a FakeTensor's
 data pointer (tried with torch 2.13 / triton 3.6), and the ``packed_reference`` and CUDA-extension
 implementations are not Triton kernels at all; (2) the launcher's host logic (tile choice, grid,
-scratch buffer) would have to be traced too. An opaque ``custom_op`` has one dispatch path for all
+workspace and launch state) would have to be traced too. An opaque ``custom_op`` has one dispatch path for all
 four implementations and is treated by Inductor as an extern kernel, which is what one launch
 wants anyway. The per-call cost of the two at batch 1 still has to be measured on a GPU.
 
