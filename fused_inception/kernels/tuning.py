@@ -85,7 +85,7 @@ def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_
     # below that, and in fp32 (144 KB), 64-pixel tiles: more items, less padding on small maps.
     fp32 = dtype == torch.float32
     pixels = n * h * w
-    big = not fp32 and pixels >= 128 * sms and -pixels % 128 - -pixels % 64 <= pixels // 50
+    big = not fp32 and pixels >= 64 * sms and -pixels % 128 - -pixels % 64 <= pixels // 50
     cfg = TileConfig(block_m=128 if big else 64, block_n=64 if fp32 else 128,
                      block_k=chunk(spec.in_channels, 32 if fp32 else 64), block_kr=32 if fp32 else 64,
                      num_warps=8, num_stages=3)
