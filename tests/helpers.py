@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib
+import sys
+from pathlib import Path
 
 import pytest  # noqa: E402
 import torch
@@ -13,6 +16,7 @@ from fused_inception.kernels.triton_inception import interpreting
 from fused_inception.reference import ReferenceInception
 
 CUDA = torch.cuda.is_available()
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 requires_interpreter = pytest.mark.skipif(not interpreting(), reason="needs TRITON_INTERPRET=1")
 
@@ -91,3 +95,10 @@ def make_input(n: int, c: int, h: int, w: int, dtype=torch.float32, device="cpu"
 
 def clone_block(block: nn.Module) -> nn.Module:
     return copy.deepcopy(block)
+
+
+def bench_module(name: str):
+    """A module of benchmarks/ (a folder of scripts, not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)

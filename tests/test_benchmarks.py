@@ -4,7 +4,6 @@ with stubbed timers, and the FLOP / byte counting against hand computations."""
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
 import os
@@ -18,16 +17,10 @@ import torch
 from fused_inception import InceptionSpec, googlenet_spec
 from fused_inception.kernels.triton_inception import interpreting
 
+from .helpers import BENCH, bench_module
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
 CUDA = torch.cuda.is_available()
-
-
-def bench_module(name: str):
-    """A module of benchmarks/ (a folder of scripts, not a package)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
 
 
 def run_script(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:

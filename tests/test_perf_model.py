@@ -5,7 +5,6 @@ and the calibration script starts (or says why not) without a GPU."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -19,15 +18,10 @@ import torch
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
 from fused_inception.kernels.tuning import default_config, schedule_for
 
+from .helpers import BENCH, bench_module
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
 CUDA = torch.cuda.is_available()
-
-
-def bench_module(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
 
 
 pm = bench_module("perf_model")
