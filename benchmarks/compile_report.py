@@ -146,8 +146,8 @@ def main() -> None:
             x = torch.randn(n, spec.in_channels, hw, hw, dtype=dtype)
             if a.layout == "channels_last":
                 x = x.contiguous(memory_format=torch.channels_last)
-            cfgs = (tuning.candidate_configs(spec, n, hw, hw, a.sms, dtype) if a.candidates
-                    else [tuning.default_config(spec, n, hw, hw, a.sms, dtype)])
+            cfgs = (tuning.candidate_configs(spec, n, hw, hw, a.sms, dtype, a.layout == "channels_last") if a.candidates
+                    else [tuning.default_config(spec, n, hw, hw, a.sms, dtype, a.layout == "channels_last")])
             for cfg in cfgs:
                 args, kwargs = capture_launch(x, block, cfg, a.sms)
                 kernel, secs = compile_case(args, kwargs, a.arch)

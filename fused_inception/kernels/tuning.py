@@ -75,19 +75,22 @@ def schedule_for(spec: InceptionSpec, n: int, h: int, w: int, cfg: TileConfig, p
 
 @functools.lru_cache(maxsize=1024)  # per forward on CPU, with autotuning off and in CUDA graph captures
 def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_SMS,
-                   dtype: torch.dtype | None = None) -> TileConfig:
+                   dtype: torch.dtype | None = None, channels_last: bool = True) -> TileConfig:
     """The heuristic config (used untimed: on CPU, with autotuning off, inside a CUDA graph
-    capture). Reductions are split only when the launch would offer fewer than ``max(MIN_ITEMS,
-    sms)`` items, which happens at small batch."""
+    capture) for an input in ``channels_last`` or another layout. Reductions are split only when
+    the launch would offer fewer than ``max(MIN_ITEMS, sms)`` items, which happens at small batch."""
     # Column blocks of 128 (64 for fp32) over 8 warps: on sm_90 with Triton 3.6 every dot becomes
     # wgmma with no register spills and at most 96 KB of shared memory, two programs per SM
     # (compile_report.py). 128-pixel tiles halve the weight re-reads once they alone fill the GPU;
     # below that, and in fp32 (144 KB), 64-pixel tiles: more items, less padding on small maps.
+    # 128-pixel tiles and input chunks of 64 channels only for channels_last half precision: NCHW
+    # x tiles load as narrower vectors or elements, and spilled up to 408 B in those shapes.
     fp32 = dtype == torch.float32
     pixels = n * h * w
-    big = not fp32 and pixels >= 64 * sms and -pixels % 128 - -pixels % 64 <= pixels // 50
+    big = channels_last and not fp32 and pixels >= 64 * sms and -pixels % 128 - -pixels % 64 <= pixels // 50
     cfg = TileConfig(block_m=128 if big else 64, block_n=64 if fp32 else 128,
-                     block_k=chunk(spec.in_channels, 32 if fp32 else 64), block_kr=32 if fp32 else 64,
+                     block_k=chunk(spec.in_channels, 64 if channels_last and not fp32 else 32),
+                     block_kr=32 if fp32 else 64,
                      num_warps=8, num_stages=3)
     items = len(schedule_for(spec, n, h, w, cfg).items)
     want = max(MIN_ITEMS, sms)
@@ -97,10 +100,10 @@ def default_config(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_
 
 
 def candidate_configs(spec: InceptionSpec, n: int, h: int, w: int, sms: int = H100_SMS,
-                      dtype: torch.dtype | None = None) -> list[TileConfig]:
+                      dtype: torch.dtype | None = None, channels_last: bool = True) -> list[TileConfig]:
     """The autotuning space for one case, the heuristic first. Small on purpose: each entry is a
     compilation of a large kernel, and a whole GoogLeNet tunes nine block shapes on first use."""
-    base = default_config(spec, n, h, w, sms, dtype)
+    base = default_config(spec, n, h, w, sms, dtype, channels_last)
     out = [base,
            replace(base, num_stages=4),
            replace(base, block_m=192 - base.block_m),
@@ -141,9 +144,13 @@ _TUNED: dict[str, TileConfig] = {}
 _TUNE_LOCK = threading.Lock()
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return conv_memory_format(x) == torch.channels_last
+
+
 def _tune_key(x: torch.Tensor, spec: InceptionSpec) -> str:
     n, _, h, w = x.shape
-    layout = "cl" if conv_memory_format(x) == torch.channels_last else "nchw"
+    layout = "cl" if _channels_last(x) else "nchw"
     dev = _device_name(device_index(x)) if x.is_cuda else x.device.type
     bucket = min(triton.next_power_of_2(max(n, 1)), 256)
     return (f"{dev}|fused_inception{__version__}|triton{triton.__version__}|{spec.channels}|k{spec.k3}{spec.k5}|"
@@ -218,7 +225,7 @@ def autotune(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec,
                           memory_format=conv_memory_format(x))
         sms = sm_count(device_index(x)) if x.is_cuda else H100_SMS
         best, best_ms = None, float("inf")
-        for cfg in candidates or candidate_configs(spec, n, h, w, sms, x.dtype):
+        for cfg in candidates or candidate_configs(spec, n, h, w, sms, x.dtype, _channels_last(x)):
             try:
                 ms = bench(lambda cfg=cfg: inception_forward_triton(x, packed, spec, cfg, out=out))
             except Exception:  # noqa: BLE001 - e.g. OutOfResources for a large tile
@@ -236,11 +243,11 @@ def pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> 
     """The config the op launches with: tuned on CUDA (once per key), the heuristic otherwise."""
     n, _, h, w = x.shape
     if not x.is_cuda:
-        return default_config(spec, n, h, w, dtype=x.dtype)
+        return default_config(spec, n, h, w, dtype=x.dtype, channels_last=_channels_last(x))
     cfg = _TUNED.get(_tune_key(x, spec))
     if cfg is not None:
         return cfg
     if os.environ.get("FUSED_INCEPTION_AUTOTUNE", "1") == "0" or torch.cuda.is_current_stream_capturing():
         # No timing (switched off, or inside a CUDA graph capture): the batch-aware heuristic.
-        return default_config(spec, n, h, w, sm_count(device_index(x)), x.dtype)
+        return default_config(spec, n, h, w, sm_count(device_index(x)), x.dtype, _channels_last(x))
     return autotune(x, packed, spec)
