@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SMEM_PER_SM = {90: 227 * 1024, 80: 163 * 1024}  # max dynamic shared memory per block
 
 
-def compile_facts(block: str, batches: str, dtype: str, arch: int) -> list[dict]:
+def compile_facts(block: str, batches: str, dtype: str, arch: int, layout: str) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compile_report.py"), "--blocks", block, "--batches", batches,
-         "--dtype", dtype, "--arch", str(arch)],
+         "--dtype", dtype, "--arch", str(arch), "--layout", layout],
         env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [dict(kv.split("=", 1) for kv in line.split()) for line in proc.stdout.splitlines()
@@ -32,12 +32,14 @@ def compile_facts(block: str, batches: str, dtype: str, arch: int) -> list[dict]
     return rows
 
 
-@pytest.mark.fast_cases("fp16-90")
-@pytest.mark.parametrize("dtype,arch", [("fp16", 90), ("bf16", 90), ("fp32", 90), ("fp16", 80)],
+@pytest.mark.fast_cases("fp16-90-channels_last")
+@pytest.mark.parametrize("dtype,arch,layout", [("fp16", 90, "channels_last"), ("bf16", 90, "channels_last"),
+                                               ("fp32", 90, "channels_last"), ("fp16", 90, "nchw"),
+                                               ("fp32", 90, "nchw"), ("fp16", 80, "channels_last")],
                          ids=lambda v: str(v))
-def test_kernel_compiles_to_the_design(dtype, arch):
+def test_kernel_compiles_to_the_design(dtype, arch, layout):
     # 4e at batch 1 (split reductions, tail column blocks) and 256 (no splits, the bulk shape).
-    for row in compile_facts("4e", "1,256", dtype, arch):
+    for row in compile_facts("4e", "1,256", dtype, arch, layout):
         assert int(row["spill"]) == 0, f"register spills: {row}"
         assert 2 * int(row["smem"]) <= SMEM_PER_SM[arch], f"two programs per SM do not fit: {row}"
         dots = int(row["dots"])
