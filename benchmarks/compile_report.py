@@ -101,9 +101,10 @@ def resources(cubin: bytes) -> dict:
 
 
 def dot_facts(kernel) -> dict:
-    """How the kernel's ``tt.dot``s were lowered: on sm_90 each should be a ``warp_group_dot``
-    (wgmma) in the TTGIR; a ``tt.dot`` left there runs as mma.sync (or FMA). Checked on the TTGIR
-    because SASS cannot be mapped back to loops."""
+    """How the kernel's ``tt.dot``s were lowered: on sm_90 each should become ``warp_group_dot``
+    (wgmma) ops in the TTGIR (``wgmma``: how many; a dot fed from registers may take several); a
+    ``tt.dot`` left there (``mma_left``) runs as mma.sync (or FMA). Checked on the TTGIR because
+    SASS cannot be mapped back to loops."""
     ttgir = kernel.asm["ttgir"]
     return {"dots": len(re.findall(r"\btt\.dot\b", kernel.asm["ttir"])),
             "wgmma": len(re.findall(r"\bttng\.warp_group_dot\b(?!_)", ttgir)),

@@ -46,7 +46,8 @@ def test_kernel_compiles_to_the_design(dtype, arch, layout):
         widths = [w for w in (16, 32, 64, 128) if w <= int(row["nb"])]
         assert dots == 4 * len(widths), row  # four item kinds, one specialisation per column-block width
         if arch == 90:
-            assert int(row["wgmma"]) == dots and int(row["mma_left"]) == 0, f"a dot is not wgmma: {row}"
+            # No tt.dot left in the TTGIR; one may lower to several wgmma ops (A from registers).
+            assert int(row["mma_left"]) == 0 and int(row["wgmma"]) >= dots, f"a dot is not wgmma: {row}"
         else:
             assert "HMMA" in row["sass"], f"no tensor-core instructions in the SASS: {row}"
         assert int(row["release"]) >= 1 and int(row["acquire"]) >= 1, row

@@ -87,6 +87,11 @@ def _x_gemm(x_ptr, w_ptr, xrow, hh, ww, ok, cols, k_lo, k_hi, H, W, sxc, sxh, sx
         ok2 = ok[:, None] & c_ok[None, :]
         # Start from the pixel itself (inside the image for every valid row).
         a = tl.load(x_ptr + xrow[:, None] + coff[None, :], mask=ok2, other=0.0)
+        if PIX_VEC > 1 and not POOL and x_ptr.dtype.element_ty == tl.float32:
+            # NCHW fp32: TF32 wgmma wants its shared-memory A operand K-major (channels), which
+            # would make the copy 4 bytes at a time. Passed through registers (this no-op where),
+            # the tile is copied 16 bytes at a time along the pixels and fed to wgmma from registers.
+            a = tl.where(ok2, a, 0.0)
         if POOL:
             if UPCAST:  # the interpreter (Triton 3.9) compares bf16 as raw bits: max(-1, 0.5) = -1
                 a = a.to(tl.float32)
