@@ -379,10 +379,8 @@ def work_table(sched: Schedule, device: torch.device) -> torch.Tensor:
 def _pixel_vector(x: torch.Tensor) -> int:
     """Pixels per vector load of x (up to 16 bytes) when x is NCHW-like (pixels contiguous) and
     each run of that many flat pixels is one image's and aligned: 8-byte loads on 14x14 maps in
-    fp16, 16-byte on 28x28; 1 (element loads) for channels_last, whose channels are the contiguous
-    axis already, and on 7x7 maps. fp32 gains nothing on sm_90: TF32 wgmma takes its A operand
-    K-major (channels) from shared memory, so the copy there goes 4 bytes at a time whatever the
-    hint (benchmarks/NOTES.md)."""
+    fp16, 16-byte on 14x14 and 28x28 in fp32; 1 (element loads) for channels_last, whose channels
+    are the contiguous axis already, and on 7x7 maps."""
     n, c, h, w = x.shape
     sxn, sxc, sxh, sxw = x.stride()
     if sxw != 1 or sxh != w or c == 1:
