@@ -1,6 +1,6 @@
 """fused_inception: GoogLeNet's Inception block in one kernel launch."""
 
-from . import models  # noqa: E402  (after the names models.py imports)
+from . import models
 from ._version import __version__ as __version__
 from .convert import ConversionReport, convert, unconvert
 from .module import BACKENDS, FusedInception, invalidate_caches

@@ -25,8 +25,6 @@ BACKENDS = ("auto", "reference", "triton", "cuda")
 FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _PACK_DTYPES = (*FUSED_DTYPES, torch.float64)
 ENV_BACKEND = "FUSED_INCEPTION_BACKEND"
-# "auto" on CUDA runs Triton until a benchmark shows the CUDA extension faster somewhere.
-AUTO_PREFERS_CUDA = False
 
 
 def _check_backend(name: object, where: str) -> str:
@@ -302,14 +300,7 @@ class FusedInception(nn.Module):
         if requested == "auto":
             if x.dtype not in FUSED_DTYPES:
                 return "reference"
-            if x.is_cuda and AUTO_PREFERS_CUDA and cuda_ext.available():
-                try:
-                    if not torch.compiler.is_compiling():
-                        cuda_ext.load()
-                    return "cuda"
-                except RuntimeError as exc:  # remembered by cuda_ext: warns once, then Triton
-                    warnings.warn(f"fused_inception: backend='auto' falls back to Triton: {exc}",
-                                  RuntimeWarning, stacklevel=3)
+            # "auto" never picks the CUDA extension: no measurement shows it faster anywhere.
             if (x.is_cuda and triton_available()) or (x.device.type == "cpu" and interpreting()):
                 return "triton"
             return "reference"

@@ -4,11 +4,10 @@
 relu, impl)`` computes the Inception block from packed weights (see ``packing.PackedWeights``).
 ``impl`` names the implementation:
 
-* ``"triton"``: the one-launch Triton kernel. On CPU tensors it runs in Triton's interpreter when
-  ``TRITON_INTERPRET=1``; otherwise (or without Triton) the CPU kernel computes the same function
-  with PyTorch ops (``packed_reference``), so the op exists on every device. On CUDA without Triton
-  it raises a ``RuntimeError`` that says so.
-* ``"cuda"``: the CUDA extension (GPU only; on CPU as above).
+* ``"triton"``: the one-launch Triton kernel: on CUDA tensors, or on CPU tensors in Triton's
+  interpreter (``TRITON_INTERPRET=1`` when fused_inception was imported). Anywhere else it raises a
+  ``RuntimeError`` that says so: the op never runs PyTorch ops under a kernel's name.
+* ``"cuda"``: the CUDA extension, on CUDA tensors only.
 * ``"reference"``: ``packed_reference`` on any device and dtype (float64 included): the
   operator's semantics in PyTorch ops, used to check the autograd formula with ``gradcheck``.
 
@@ -97,11 +96,14 @@ def inception_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w
     spec = _spec(channels, k3, k5, relu)
     if impl == "reference":
         return packed_reference(x, packed, spec)
-    if x.device.type == "cpu":
-        if impl == "triton" and interpreting():
-            with _INTERPRETER_LOCK:
-                return _triton_forward(x, packed, spec)
-        return packed_reference(x, packed, spec)
+    if x.device.type == "cpu" and impl == "triton" and interpreting():
+        with _INTERPRETER_LOCK:
+            return _triton_forward(x, packed, spec)
+    if x.device.type != "cuda":
+        where = ("set TRITON_INTERPRET=1 before importing fused_inception to run the kernel in Triton's "
+                 "interpreter, or " if impl == "triton" and x.device.type == "cpu" else "")
+        raise RuntimeError(f"fused_inception::inception_forward: impl={impl!r} runs on CUDA tensors, got one on "
+                           f"{x.device}; {where}use impl='reference'")
     # Triton and the extension launch on the *current* device's current stream: make that x's device.
     with torch.cuda.device(x.device):
         if impl == "cuda":

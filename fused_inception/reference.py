@@ -1,8 +1,9 @@
-"""Pure-PyTorch Inception block: the test oracle and the CPU fallback.
+"""The Inception block in plain PyTorch.
 
 ``ReferenceInception`` builds either the paper's block or torchvision's (its ``state_dict`` keys
-are exactly torchvision's ``Inception`` keys). ``inception_reference`` is the same computation as
-a function of raw tensors, used by the fused module's fallback and by its backward.
+are exactly torchvision's ``Inception`` keys): the unfused block that ``fi.unconvert`` and the
+benchmarks run. ``inception_reference`` is the same computation as a function of raw tensors:
+the converter's check that a fused block computes what the original did (``convert.verify_block``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Kernels and their launchers (one file per backend), and what the package knows about Triton
-without needing it.
+"""The Triton kernel (``triton_inception``: jit code and launcher; ``schedule``: its work table;
+``tuning``: its configs), and what the package knows about Triton without needing it. The CUDA
+extension's loader is ``fused_inception/cuda_ext.py``.
 
 Triton is optional (none on macOS or Windows, or a build left without it): the package imports and
 runs the reference backend without it, and the Triton launcher (``triton_inception``) is imported
