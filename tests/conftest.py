@@ -75,6 +75,13 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"skipped {n}: {where}")
 
 
+@pytest.fixture
+def default_tiles(monkeypatch):
+    """The heuristic tiles, no autotuning (a compile per candidate): for tests about the op's
+    integration, not tile choice (``pytestmark = pytest.mark.usefixtures("default_tiles")``)."""
+    monkeypatch.setenv("FUSED_INCEPTION_AUTOTUNE", "0")
+
+
 @pytest.fixture(autouse=True)
 def _seed(request):
     # A fresh, reproducible draw per test (never zeros), different between tests.

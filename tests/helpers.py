@@ -1,13 +1,13 @@
-"""Builders shared by the tests: randomised blocks and inputs, and the fp64 oracle."""
+"""Shared by the tests: randomised blocks and inputs, the fp64 oracle, the one tolerance table and
+``check_fused`` (a fused path against the oracle)."""
 
 from __future__ import annotations
 
-import copy
 import importlib
 import sys
 from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 import torch
 from torch import nn
 
@@ -17,8 +17,23 @@ from fused_inception.reference import ReferenceInception
 
 CUDA = torch.cuda.is_available()
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 requires_interpreter = pytest.mark.skipif(not interpreting(), reason="needs TRITON_INTERPRET=1")
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Tiny blocks for the interpreter: the torchvision variant (BN, 3x3 "5x5") and the paper's (bias,
+# no BN, true 5x5); and a small block for the GPU tests of the op's integration.
+TINY_TV = InceptionSpec(4, 2, 2, 3, 2, 3, 2)
+TINY_PAPER = InceptionSpec.paper(4, 2, 2, 3, 2, 3, 2)
+TINY_VARIANTS = {"torchvision": TINY_TV, "paper": TINY_PAPER}
+CUDA_SPEC = InceptionSpec(64, 32, 48, 64, 16, 32, 32)
+
+# GPU-only tests carry ``@pytest.mark.gpu``; conftest.py skips them without CUDA (one hook, one reason).
+
+TV_KEYS = {  # torchvision's Inception state_dict keys (BasicConv2d: conv + bn)
+    f"{b}.{s}" for b in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
+    for s in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
+}
 
 # One tolerance per compute dtype: relative error ||out - ref|| / ||ref|| against an fp64 reference.
 TOLERANCE = {
@@ -30,17 +45,29 @@ TOLERANCE = {
 }
 
 
-def tolerance(dtype: torch.dtype, device: str = "cpu") -> float:
-    if dtype == torch.float32 and device == "cuda" and torch.backends.cudnn.allow_tf32:
-        return TOLERANCE["tf32"]
-    return TOLERANCE[dtype]
+# Gradients: relative error of each gradient against fp64 autograd of the reference block.
+GRAD_TOLERANCE = {torch.float32: 1e-5, "tf32": 5e-3, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+def _tf32(dtype: torch.dtype, device: str, tf32: bool | None) -> bool:
+    """fp32 on a CUDA device computes in TF32 when cuDNN may (``tf32=None``) or when told so."""
+    on = torch.backends.cudnn.allow_tf32 if tf32 is None else tf32
+    return dtype == torch.float32 and str(device).startswith("cuda") and on
+
+
+def tolerance(dtype: torch.dtype, device: str = "cpu", tf32: bool | None = None) -> float:
+    """The output tolerance; ``tf32=False`` for a path that computes fp32 without TF32 whatever
+    cuDNN's setting (the CUDA extension's FMA path)."""
+    return TOLERANCE["tf32"] if _tf32(dtype, device, tf32) else TOLERANCE[dtype]
+
+
+def grad_tolerance(dtype: torch.dtype, device: str = "cpu") -> float:
+    return GRAD_TOLERANCE["tf32"] if _tf32(dtype, device, None) else GRAD_TOLERANCE[dtype]
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
-
-
 
 
 def randomize_(module: nn.Module, bias_shift: float = 0.0) -> nn.Module:
@@ -93,8 +120,67 @@ def make_input(n: int, c: int, h: int, w: int, dtype=torch.float32, device="cpu"
     return x
 
 
-def clone_block(block: nn.Module) -> nn.Module:
-    return copy.deepcopy(block)
+CUDA_EXT_MARGIN = 8  # channels of NaN each side of the CUDA extension's output slice (16-byte aligned)
+
+
+def nan_output(n: int, c: int, h: int, w: int, dtype, device="cpu", channels_last: bool = False,
+               margin: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A NaN-filled output (an unwritten element stays NaN) and the buffer it lies in: with
+    ``margin`` > 0, channels [margin, margin + c) of a NaN buffer ``margin`` channels wider on each
+    side (a write outside the slice shows in the buffer)."""
+    buf = torch.full((n, c + 2 * margin, h, w), float("nan"), dtype=dtype, device=device)
+    if channels_last:
+        buf = buf.contiguous(memory_format=torch.channels_last)
+    return buf[:, margin:margin + c], buf
+
+
+def assert_margin_untouched(buf: torch.Tensor, out: torch.Tensor, margin: int) -> None:
+    """nan_output's buffer still NaN outside ``out``'s channel slice."""
+    c = out.shape[1]
+    assert buf[:, :margin].isnan().all() and buf[:, margin + c:].isnan().all(), "wrote outside its channel slice"
+
+
+def add_specials(x: torch.Tensor) -> None:
+    """NaN, +inf and -inf in the input, and one whole pixel of -inf (padding must not win the max)."""
+    x[0, 0, 1, 2] = float("nan")
+    x[0, -1, -1, -1] = float("inf")
+    x[-1, 0, 0, 0] = float("-inf")
+    x[-1, :, x.shape[2] // 2, x.shape[3] // 2] = float("-inf")
+
+
+def assert_matches(out: torch.Tensor, ref: torch.Tensor, tol: float, specials: bool = False) -> None:
+    """``out`` against the fp64 oracle's ``ref``: no NaN and within ``tol``; or, with special values in
+    the input, NaN and infinities where the reference has them and the finite rest within ``tol``."""
+    out = out.detach().cpu()
+    if not specials:
+        assert not out.isnan().any(), "unwritten or NaN output elements"
+        err = rel_err(out, ref)
+        assert err < tol, f"relative error {err:.3g} >= {tol}"
+        return
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.isposinf(), ref.isposinf()) and torch.equal(out.isneginf(), ref.isneginf())
+    finite = ref.isfinite()
+    assert ref.isnan().any() and finite.any()
+    assert rel_err(out[finite], ref[finite]) < tol
+
+
+def check_fused(run, spec: InceptionSpec, n: int, h: int, w: int, dtype=torch.float32, layout="nchw",
+                device="cpu", backend="auto", bias_shift: float = 0.0, specials: bool = False,
+                tf32: bool | None = None):
+    """Builds a random block of ``spec`` and an input (``layout``: see make_input; ``specials``:
+    add_specials), runs ``out = run(block, x)`` (a path that takes an ``out=`` writes into
+    nan_output's NaN-filled tensor) and compares ``out`` with the fp64 oracle within the dtype's
+    tolerance (``tf32``: see tolerance). Returns (block, x, out, ref)."""
+    block = make_block(spec, dtype=dtype, device=device, backend=backend, bias_shift=bias_shift)
+    x = make_input(n, spec.in_channels, h, w, dtype=dtype, device=device, layout=layout)
+    if specials:
+        add_specials(x)
+    out = run(block, x)
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    ref = oracle(block, x)
+    assert_matches(out, ref, tolerance(dtype, device, tf32), specials)
+    return block, x, out, ref
 
 
 def bench_module(name: str):

@@ -11,8 +11,7 @@ from torch import nn
 from fused_inception import FusedInception, InceptionSpec, NotAnInceptionBlock, googlenet_spec
 from fused_inception.reference import ReferenceInception
 
-from .helpers import make_block, make_input, oracle, randomize_, rel_err, requires_interpreter, tolerance
-from .test_reference import TV_KEYS
+from .helpers import TV_KEYS, make_block, make_input, oracle, randomize_, rel_err, requires_interpreter, tolerance
 
 SMALL = InceptionSpec(6, 3, 4, 5, 2, 3, 2)
 

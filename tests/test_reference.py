@@ -7,12 +7,7 @@ import torch.nn.functional as F
 from fused_inception import GOOGLENET_BLOCKS, InceptionSpec, googlenet_spec
 from fused_inception.reference import ReferenceInception
 
-from .helpers import randomize_
-
-TV_KEYS = {  # torchvision's Inception state_dict keys (BasicConv2d: conv + bn)
-    f"{b}.{s}" for b in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
-    for s in ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
-}
+from .helpers import TV_KEYS, randomize_
 
 
 def functional_block(x, sd, spec):

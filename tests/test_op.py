@@ -1,0 +1,116 @@
+"""The registered op (torch.ops.fused_inception.inception_forward) and what feeds it: opcheck
+(schema, fake tensors, autograd registration, AOT dispatch), argument checks, the packed-weight
+folding and its cache, ``last_backend`` naming the path that ran, a quiet forward.
+
+On CPU the fused path is the Triton kernel in the interpreter (slow: about half a second per
+launch even for the tiny blocks used here, so launches are counted).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import torch
+
+from fused_inception import FusedInception
+from fused_inception.ops import inception_forward
+from fused_inception.packing import PackedWeights, pack_weights, pack_weights_differentiable
+
+from .helpers import DTYPES, make_block, make_input, requires_interpreter
+from .helpers import TINY_PAPER as PAPER
+from .helpers import TINY_TV as TV
+from .helpers import TINY_VARIANTS as VARIANTS
+
+pytestmark = pytest.mark.usefixtures("default_tiles")
+LAYOUTS = ("nchw", "channels_last")
+
+
+def op_args(block: FusedInception, x: torch.Tensor, impl: str, packed=None) -> tuple:
+    s = block.spec
+    packed = packed if packed is not None else block.packed_weights(x.dtype)
+    return (x, *packed, list(s.channels), s.k3, s.k5, s.relu, impl)
+
+
+@pytest.mark.fast_cases("triton-fp32-channels_last", "triton-fp16-nchw",
+                        "triton-bf16-channels_last", "reference-fp32-nchw")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dt", list(DTYPES))
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=requires_interpreter), "reference"])
+def test_opcheck(impl, dt, layout):
+    """schema, autograd registration, fake tensor (shapes and strides) and AOT dispatch with
+    dynamic shapes, forward and backward."""
+    dtype = DTYPES[dt]
+    block = make_block(PAPER if layout == "nchw" else TV)
+    x = make_input(1, 4, 3, 3, dtype=dtype, layout=layout).requires_grad_()
+    packed = [t.clone().requires_grad_() for t in block.packed_weights(dtype)]
+    torch.library.opcheck(inception_forward, op_args(block, x, impl, packed))
+
+
+def test_op_rejects_bad_arguments():
+    block = make_block(TV)
+    x = make_input(1, 4, 3, 3)
+    args = list(op_args(block, x, "reference"))
+    with pytest.raises(ValueError, match="impl must be one of"):
+        inception_forward(*args[:-1], "tensorrt")
+    bad = list(args)
+    bad[3] = bad[3][:, :, :2]  # w3 missing an output channel
+    with pytest.raises(ValueError, match=r"packed w3 has shape \(9, 2, 2\), expected \(9, 2, 3\)"):
+        inception_forward(*bad)
+    bad = list(args)
+    bad[1] = bad[1].double()
+    with pytest.raises(TypeError, match="packed w_in is torch.float64"):
+        inception_forward(*bad)
+    with pytest.raises(ValueError, match=r"expected x of shape \(N, 4, H, W\)"):
+        inception_forward(make_input(1, 5, 3, 3), *args[1:])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_differentiable_folding_equals_pack_weights(variant, dt):
+    """The folding used for gradients and under torch.compile gives the very bits of the cached,
+    torch.nn.utils.fusion-based packing."""
+    block = make_block(VARIANTS[variant])
+    got = pack_weights_differentiable(block._parts.tensors(), DTYPES[dt])
+    want = pack_weights(block._parts.tensors(), DTYPES[dt])
+    for name, g, w in zip(PackedWeights._fields, got, want):
+        assert g.dtype == w.dtype and g.is_contiguous(), name
+        assert torch.equal(g, w), name
+
+
+def test_cache_survives_no_change_and_refreshes_on_change():
+    block = make_block(TV)
+    p1 = block.packed_weights(torch.float32)
+    assert block.packed_weights(torch.float32) is p1
+    with torch.no_grad():
+        block.branch2[1].bn.running_var.mul_(2.0)  # in place: version bump
+    p2 = block.packed_weights(torch.float32)
+    assert p2 is not p1 and not torch.equal(p2.w3, p1.w3)
+    block.load_state_dict(copy.deepcopy(block.state_dict()))  # copy_ into the same tensors
+    assert block.packed_weights(torch.float32) is not p2
+    with pytest.raises(TypeError, match="packed_weights: dtype must be one of"):
+        block.packed_weights(torch.int32)
+
+
+@requires_interpreter
+def test_last_backend_names_the_path_that_ran():
+    tv, paper = make_block(TV), make_block(PAPER)
+    x = make_input(2, 4, 3, 3)
+    for block, mode, want in ((tv, "train", "reference"), (tv, "eval", "triton"), (paper, "train", "triton")):
+        block.train(mode == "train")
+        block(x)
+        assert block.last_backend == want, (block.spec, mode)
+
+
+@requires_interpreter
+def test_forward_prints_and_logs_nothing(capfd, caplog):
+    block = make_block(TV)
+    x = make_input(1, 4, 3, 3)
+    with caplog.at_level(logging.DEBUG, logger="fused_inception"):
+        block(x)
+        with torch.no_grad():
+            block(x)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert not caplog.records
