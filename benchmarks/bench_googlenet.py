@@ -24,73 +24,51 @@ import copy
 import sys
 from pathlib import Path
 
-import _common as C
+import counting
+import environment as E
+import providers as P
+import report as R
+import runner
+import timing as T
 import torch
 
-BLOCK_NAMES = ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b")
 GPU_DEFAULTS = {"dtype": "fp16,fp32", "batches": "1,32,256", "extra": "fp32:10", "image_size": 224,
-                "providers": ",".join(C.DEFAULT_PROVIDERS), "compile_mode": "max-autotune"}
+                "providers": ",".join(P.DEFAULT_PROVIDERS), "compile_mode": "max-autotune"}
 CPU_DEFAULTS = {"dtype": "fp32", "batches": "1", "extra": "none", "image_size": 32,
-                "providers": ",".join(p for p in C.DEFAULT_PROVIDERS if p != "compile"), "compile_mode": "default"}
+                "providers": ",".join(p for p in P.DEFAULT_PROVIDERS if p != "compile"), "compile_mode": "default"}
 GPU_OUTPUT = ("images/s (median, p20-p80), TFLOP/s and the speedup over eager, eager-graph and torch.compile per "
               "dtype and batch, saved with JSON and a PNG in benchmarks/results/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    paras = __doc__.split("\n\n")
-    p = argparse.ArgumentParser(prog="bench_googlenet.py", description=" ".join(paras).replace("\n", " "),
-                                formatter_class=C.HelpFormatter)
-    p.add_argument("--dtype", default=None,
-                   help="comma-separated compute dtypes: fp32 (TF32 off), tf32, fp16, bf16 "
-                        f"[GPU: {GPU_DEFAULTS['dtype']}; CPU: {CPU_DEFAULTS['dtype']}]")
-    p.add_argument("--batches", default=None,
-                   help=f"comma-separated batch sizes, run for every dtype [GPU: {GPU_DEFAULTS['batches']}; "
-                        f"CPU: {CPU_DEFAULTS['batches']}]")
+    p = runner.parser("bench_googlenet.py", __doc__, GPU_DEFAULTS, CPU_DEFAULTS, rep_ms=200, max_buffers=16,
+                      buffer_what="input batches")
     p.add_argument("--extra", default=None,
                    help="extra dtype:batch cases, comma-separated (e.g. fp32:10,bf16:64), or 'none' "
                         f"[GPU: {GPU_DEFAULTS['extra']}; CPU: {CPU_DEFAULTS['extra']}]")
     p.add_argument("--image-size", type=int, default=None,
                    help=f"input height = width [GPU: {GPU_DEFAULTS['image_size']}; CPU: {CPU_DEFAULTS['image_size']}]")
     p.add_argument("--layout", choices=("channels_last", "nchw"), default="channels_last", help="memory layout")
-    p.add_argument("--providers", default=None,
-                   help=f"comma-separated, from {','.join(C.ALL_PROVIDERS)} or 'all'. {C.PROVIDER_HELP} "
-                        f"[GPU: {GPU_DEFAULTS['providers']}; CPU: {CPU_DEFAULTS['providers']}]")
-    p.add_argument("--warmup", type=float, default=25, help="warm-up time per provider and case, ms")
-    p.add_argument("--rep", "--reps", type=float, default=200, help="measurement time per provider and case, ms")
     p.add_argument("--timing", choices=("loop", "events"), default="loop",
                    help="loop: back-to-back forwards between two events, inputs rotated over buffers larger "
                         "than 2x L2, 20 windows (median, p20, p80): steady-state images/s; events: "
                         "triton.testing.do_bench (per-call events, L2 flushed before each call)")
-    p.add_argument("--max-buffers", type=int, default=16, help="most input batches rotated per case")
-    p.add_argument("--compile-mode", default=None,
-                   help="torch.compile mode of the 'compile' provider "
-                        f"[GPU: {GPU_DEFAULTS['compile_mode']}; CPU: {CPU_DEFAULTS['compile_mode']}]")
-    p.add_argument("--compile-dynamic", action="store_true",
-                   help="torch.compile(dynamic=None) (automatic dynamic shapes) instead of static shapes")
     p.add_argument("--cpu-fused-blocks", default="3a",
                    help="CPU pass only: the blocks (3a..5b or 'all') that run on Triton's interpreter")
-    p.add_argument("--time-mismatches", action="store_true", help="time providers whose check failed too")
-    p.add_argument("--max-minutes", type=float, default=None, help="start no new case after this many minutes")
-    p.add_argument("--out", type=Path, default=None,
-                   help="folder for bench_googlenet<tag>.json/.txt/.png [GPU: benchmarks/results; CPU: none written]")
-    p.add_argument("--tag", default="", help="suffix of the output file names")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, BN statistics and inputs")
-    p.add_argument("--no-plot", action="store_true", help="skip the PNG (matplotlib)")
-    p.add_argument("--no-progress", action="store_true", help="no progress output for preparation steps")
-    p.add_argument("--cpu", action="store_true", help="the CPU correctness pass even when CUDA is available")
     return p.parse_args(argv)
 
 
 def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
+    from fused_inception import GOOGLENET_BLOCKS  # imported after the interpreter was switched on
+
     d = GPU_DEFAULTS if cuda else CPU_DEFAULTS
-    dtypes = C.parse_list(args.dtype or d["dtype"], C.DTYPE_CHOICES, "dtype")
-    batches = C.parse_ints(args.batches or d["batches"], "batch size")
-    cases = [(dt, b) for dt in dtypes for b in batches]
+    dtypes = runner.resolve_common(args, d, cuda)
+    cases = [(dt, b) for dt in dtypes for b in args.batches]
     extra = args.extra or d["extra"]
     if extra != "none":
-        for item in C.parse_list(extra, what="extra case"):
+        for item in runner.parse_list(extra, what="extra case"):
             dt, _, b = item.partition(":")
-            if dt not in C.DTYPE_CHOICES or not b.isdigit() or int(b) < 1:
+            if dt not in E.DTYPE_CHOICES or not b.isdigit() or int(b) < 1:
                 raise ValueError(f"--extra wants dtype:batch items such as fp32:10, got {item!r}")
             if (dt, int(b)) not in cases:
                 cases.append((dt, int(b)))
@@ -98,27 +76,23 @@ def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     args.image_size = args.image_size or d["image_size"]
     if args.image_size < 16:
         raise ValueError("--image-size must be >= 16 (GoogLeNet downsamples by 32)")
-    args.providers = C.parse_list(args.providers or d["providers"], C.ALL_PROVIDERS, "provider")
-    args.compile_mode = args.compile_mode or d["compile_mode"]
-    blocks = C.parse_list(args.cpu_fused_blocks, BLOCK_NAMES, "block")
+    blocks = runner.parse_list(args.cpu_fused_blocks, GOOGLENET_BLOCKS, "block")
     args.cpu_fused_paths = [f"inception{b}" for b in blocks]
-    if args.out is None and cuda:
-        args.out = C.RESULTS_DIR
     return args
 
 
 def build_base_model(fi, image_size: int, seed: int) -> torch.nn.Module:
     """The torchvision-style GoogLeNet with weights that keep activations at unit scale and BN
-    statistics calibrated on random images (see _common.calibrate_batch_norms)."""
+    statistics calibrated on random images (see providers.calibrate_batch_norms)."""
     torch.manual_seed(seed)
     model = fi.models.googlenet("torchvision", init_weights=False)
-    C.scale_preserving_init(model, seed)
+    P.scale_preserving_init(model, seed)
     g = torch.Generator().manual_seed(seed + 1)
     calib = torch.randn(4, 3, image_size, image_size, generator=g)
-    return C.calibrate_batch_norms(model, calib, seed + 2)
+    return P.calibrate_batch_norms(model, calib, seed + 2)
 
 
-class Runner(C.CaseRunner):
+class Runner(runner.CaseRunner):
     record_block_backends = True  # the CPU pass runs some blocks on the interpreter, the rest on the reference
 
     def __init__(self, fi, args: argparse.Namespace, cuda: bool, device: torch.device | None = None) -> None:
@@ -126,20 +100,20 @@ class Runner(C.CaseRunner):
         self.base = build_base_model(fi, args.image_size, args.seed)
         self.ref_model = copy.deepcopy(self.base).to(device=self.device, dtype=torch.float64)
         one = torch.randn(1, 3, args.image_size, args.image_size)
-        self.flops_per_image = C.model_flops(C.fold_batch_norms(copy.deepcopy(self.base)), one)
+        self.flops_per_image = counting.model_flops(P.fold_batch_norms(copy.deepcopy(self.base)), one)
 
-    def run_case(self, dtype_name: str, batch: int, progress: C.Progress) -> dict:
+    def run_case(self, dtype_name: str, batch: int, progress: runner.Progress) -> dict:
         args = self.args
         s = args.image_size
-        dtype, elem = C.torch_dtype(dtype_name), C.element_bytes(dtype_name)
+        dtype, elem = E.torch_dtype(dtype_name), E.element_bytes(dtype_name)
         channels_last = args.layout == "channels_last"
-        C.set_precision(dtype_name)
-        tol = C.TOLERANCE_MODEL[dtype_name]
+        E.set_precision(dtype_name)
+        tol = P.TOLERANCE_MODEL[dtype_name]
         case: dict = {"dtype": dtype_name, "batch": batch, "image_size": s, "layout": args.layout,
                       "flops": self.flops_per_image * batch, "tolerance": tol, "providers": {}}
         in_bytes = batch * 3 * s * s * elem
         if self.cuda:
-            nbuf = C.rotation_buffers(in_bytes, self.l2, args.max_buffers)
+            nbuf = T.rotation_buffers(in_bytes, self.l2, args.max_buffers)
             case.update(method=args.timing, buffers=nbuf, rotated_bytes=nbuf * in_bytes, l2_bytes=self.l2)
         else:
             nbuf = 1
@@ -153,7 +127,7 @@ class Runner(C.CaseRunner):
         inputs = [fresh() for _ in range(nbuf)]
         # A fresh input that no provider is warmed up on, and its fp64 reference on a spread of images.
         x_check = fresh()
-        idx = C.check_indices(batch)
+        idx = P.check_indices(batch)
         with torch.no_grad():
             ref = self.ref_model(x_check[idx].to(torch.float64))
         for name in args.providers:
@@ -190,12 +164,12 @@ def gpu_table(data: dict) -> str:
                     f"{c['method']} over {c['buffers']} input batches, best peer {c.get('best_peer') or '-'}")
         for name, r in c["providers"].items():
             timed = r.get("median_ms") is not None
-            rows.append([name, C.status_cell(r), C.fmt(r.get("median_ms")),
-                         f"{C.fmt(r['p20_ms'])}-{C.fmt(r['p80_ms'])}" if timed else "",
-                         C.fmt(r.get("images_per_s")), C.fmt(r.get("tflops")), C.fmt(r.get("speedup_vs_eager")),
-                         C.fmt(r.get("speedup_vs_best_peer")), (r.get("message") or "")[:70]])
+            rows.append([name, R.status_cell(r), R.fmt(r.get("median_ms")),
+                         f"{R.fmt(r['p20_ms'])}-{R.fmt(r['p80_ms'])}" if timed else "",
+                         R.fmt(r.get("images_per_s")), R.fmt(r.get("tflops")), R.fmt(r.get("speedup_vs_eager")),
+                         R.fmt(r.get("speedup_vs_best_peer")), (r.get("message") or "")[:70]])
         rows.append(None)
-    lines.append(C.format_table(headers, rows[:-1], right=(2, 4, 5, 6, 7)))
+    lines.append(R.format_table(headers, rows[:-1], right=(2, 4, 5, 6, 7)))
     return "\n".join(lines)
 
 
@@ -213,50 +187,46 @@ def cpu_table(data: dict) -> str:
                 note = (note + " " if note else "") + "; ".join(f"{b}: {','.join(p)}" for b, p in ran.items())
             st = r.get("status", "-")
             rows.append([c["dtype"], c["batch"], c["image_size"], c["layout"], name,
-                         st.upper() if st in ("mismatch", "error") else st, C.fmt(r.get("rel_err"), 2),
-                         f"{c['tolerance']:g}", C.fmt(wall, 2) if wall else "-", note[:90]])
+                         st.upper() if st in ("mismatch", "error") else st, R.fmt(r.get("rel_err"), 2),
+                         f"{c['tolerance']:g}", R.fmt(wall, 2) if wall else "-", note[:90]])
     return ("correctness pass (CPU, no timing; 'wall s' is preparation (packing) and the checked forward in the "
             "interpreter or on CPU, not a benchmark)\n"
-            + C.format_table(headers, rows, right=(1, 2, 6, 7, 8)))
+            + R.format_table(headers, rows, right=(1, 2, 6, 7, 8)))
 
 
 def plot(data: dict, path: Path) -> bool:
-    plt = C.pyplot_or_warn()
+    plt = R.pyplot_or_warn()
     if plt is None:
         return False
     cases = data["cases"]
     labels = [f"{c['dtype']} N={c['batch']}" for c in cases]
     names = list(dict.fromkeys(n for c in cases for n in c["providers"]))
     ips = {n: [c["providers"].get(n, {}).get("images_per_s") for c in cases] for n in names}
-    fused = [n for n in names if C.provider_group(n) == "fused"]
-    speed = {n: [c["providers"].get(n, {}).get("speedup_vs_best_peer") for c in cases] for n in fused}
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.6 * len(cases)), 9))
     gpu = data["env"].get("gpu", {}).get("name", "")
-    C.plot_bars(plt, axes[0], labels, ips, log=True, ylabel="images/s",
+    R.plot_bars(plt, axes[0], labels, ips, log=True, ylabel="images/s",
                 title=f"GoogLeNet inference on {gpu}, {data['args']['image_size']}px, {data['args']['layout']}")
-    C.plot_bars(plt, axes[1], labels, speed, log=True, ylabel="speedup over best peer (x)",
-                title="fused vs best of eager / eager-graph / compile", hline=1.0)
-    return C.save_figure(plt, fig, path)
+    R.plot_speedups(plt, axes[1], labels, cases, "fused vs best of eager / eager-graph / compile")
+    return R.save_figure(plt, fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, cuda, fi = C.set_up_run("bench_googlenet.py", parse_args(argv), resolve, GPU_OUTPUT)
-    if args is None:
-        return 2
+    args, cuda, fi = runner.set_up_run("bench_googlenet.py", parse_args(argv), resolve, GPU_OUTPUT)
     if not cuda:
         print(f"CPU pass: the converted network runs blocks {','.join(args.cpu_fused_paths)} on the Triton "
               "interpreter and the other converted blocks on their PyTorch reference path.")
         if "compile" not in args.providers:
             print("'compile' is left out (Inductor compiles the whole network on CPU for a minute or two); "
                   "--providers eager,compile,fused-triton adds it.")
-    runner = Runner(fi, args, cuda)
-    data = C.start_run("bench_googlenet", args, cuda, C.TOLERANCE_MODEL, ceiling_dtypes=[d for d, _ in args.cases],
-                       device=runner.device, flops_per_image=runner.flops_per_image)
-    runner.ceilings = data.get("ceilings")
+    cases_runner = Runner(fi, args, cuda)
+    data = runner.start_run("bench_googlenet", args, cuda, P.TOLERANCE_MODEL, ceiling_dtypes=[d for d, _ in args.cases],
+                            device=cases_runner.device, flops_per_image=cases_runner.flops_per_image)
+    cases_runner.ceilings = data.get("ceilings")
     cases = [{"dtype_name": d, "batch": b} for d, b in args.cases]
-    C.run_cases(data, args, cases, runner.run_case, label="N={batch} {dtype_name}")
+    runner.run_cases(data, args, cases, cases_runner.run_case, label="N={batch} {dtype_name}")
     table = gpu_table(data) if cuda else cpu_table(data)
-    return C.finish_run(data, args, table, plot, failure_keys=("dtype", "batch"), failure_label="N={batch} {dtype}")
+    return runner.finish_run(data, args, table, plot, failure_keys=("dtype", "batch"),
+                             failure_label="N={batch} {dtype}")
 
 
 if __name__ == "__main__":

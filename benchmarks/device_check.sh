@@ -134,7 +134,7 @@ step overhead "$T_OVERHEAD" "$PY" benchmarks/op_overhead.py --iters 500 --out "$
     jsons=()
     case " $STEPS " in *" block "*) jsons+=("$OUTDIR/bench_block.json") ;; esac
     case " $STEPS " in *" net "*) jsons+=("$OUTDIR/bench_googlenet.json") ;; esac
-    if [ ${#jsons[@]} -gt 0 ]; then "$PY" benchmarks/_common.py summary "${jsons[@]}"; fi
+    if [ ${#jsons[@]} -gt 0 ]; then "$PY" benchmarks/report.py summary "${jsons[@]}"; fi
     printf '%-10s %-12s %6s\n' step result seconds
     nfail=0
     for i in "${!NAMES[@]}"; do

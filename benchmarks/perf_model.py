@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import block_flops, block_min_bytes  # noqa: E402
+from counting import block_flops, block_min_bytes  # noqa: E402
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec  # noqa: E402
 from fused_inception.kernels.schedule import C3, C5, COLUMNS, P, Q, Schedule  # noqa: E402

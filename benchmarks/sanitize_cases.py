@@ -25,7 +25,10 @@ import sys
 
 os.environ.setdefault("FUSED_INCEPTION_AUTOTUNE", "0")  # one launch per case, no tuning sweeps
 
-import _common as C  # noqa: E402
+import environment as E  # noqa: E402
+import providers as P  # noqa: E402
+import report as R  # noqa: E402
+import runner  # noqa: E402
 import torch  # noqa: E402
 
 # (name, channels, k3, k5, relu, batch, H, W, dtype, layout)
@@ -61,24 +64,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="cpu: a dry run of the same checks on Triton's interpreter (for CI; no sanitizer)")
     args = p.parse_args(argv)
     if args.device == "cpu":
-        C.use_interpreter_if_no_cuda(force_cpu=True)  # before fused_inception is imported
+        E.use_interpreter_if_no_cuda(force_cpu=True)  # before fused_inception is imported
     elif not torch.cuda.is_available():
         print("sanitize_cases.py: needs a CUDA device (it exists to run under compute-sanitizer); "
               "--device cpu runs the checks on Triton's interpreter")
         return 0
     dev = torch.device(args.device)
-    fi = C.import_fused_inception()
+    fi = E.import_fused_inception()
     from fused_inception.kernels.triton_inception import inception_forward_triton
     from fused_inception.kernels.tuning import pick_config
     from fused_inception.packing import pack_weights
     from fused_inception.structure import parse_inception
 
-    impls = C.parse_list(args.impls, ("triton", "cuda"), "impl")
+    impls = runner.parse_list(args.impls, ("triton", "cuda"), "impl")
     if "cuda" in impls and dev.type == "cpu":
         print("cuda: skipped (needs a CUDA device)")
         impls.remove("cuda")
     if "cuda" in impls:
-        problem = C.cuda_extension_problem()
+        problem = P.cuda_extension_problem()
         if problem:
             print(f"cuda: skipped ({problem})")
             impls.remove("cuda")
@@ -87,15 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, ch, k3, k5, relu, n, h, w, dt, layout in CASES:
         if args.quick and name not in QUICK:
             continue
-        C.set_precision(dt)
+        E.set_precision(dt)
         spec = fi.InceptionSpec(*ch, k3=k3, k5=k5, relu=relu)
         torch.manual_seed(len(name))
-        block = C.randomize_batch_norms(fi.ReferenceInception(spec).eval(), seed=len(name))
-        x_cpu, x = make_inputs(n, spec.in_channels, h, w, C.torch_dtype(dt), layout, gen, dev)
+        block = P.randomize_batch_norms(fi.ReferenceInception(spec).eval(), seed=len(name))
+        x_cpu, x = make_inputs(n, spec.in_channels, h, w, E.torch_dtype(dt), layout, gen, dev)
         with torch.no_grad():
             ref = copy.deepcopy(block).double()(x_cpu.double())
         parts = parse_inception(block)
-        packed = pack_weights(tuple(u.tensors() for u in parts.units), C.torch_dtype(dt))
+        packed = pack_weights(tuple(u.tensors() for u in parts.units), E.torch_dtype(dt))
         packed = type(packed)(*(t.to(dev) for t in packed))
         for impl in impls:
             out = torch.full((n, spec.out_channels, h, w), float("nan"), dtype=x.dtype, device=dev)
@@ -109,11 +112,11 @@ def main(argv: list[str] | None = None) -> int:
                     inception_forward_cuda(x, packed, spec, out=out)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            ok, err, msg = C.check_against(out.cpu(), ref, list(range(n)), C.TOLERANCE_BLOCK[dt])
+            ok, err, msg = P.check_against(out.cpu(), ref, list(range(n)), P.TOLERANCE_BLOCK[dt])
             failures += not ok
             print(f"{impl:6s} {name:22s} N={n} {h}x{w} {dt:4s} {layout:13s} "
-                  f"{'ok' if ok else 'FAIL'} rel err {C.fmt(err, 2)} {msg}", flush=True)
-    C.set_precision("tf32")  # PyTorch's defaults back
+                  f"{'ok' if ok else 'FAIL'} rel err {R.fmt(err, 2)} {msg}", flush=True)
+    E.set_precision("tf32")  # PyTorch's defaults back
     print(f"sanitize_cases: {failures} failure(s)")
     return 1 if failures else 0
 

@@ -2,7 +2,7 @@
 
 Runs the real kernel on CPU tensors with ``tl.dot`` and ``tl.load`` instrumented and reports, per
 block and batch, the multiply-accumulates the dots issue and the bytes the loads request, each
-over the block's minimum (``_common.block_flops`` / ``block_min_bytes``: x, weights and output
+over the block's minimum (``counting.py``: ``block_flops`` / ``block_min_bytes``: x, weights and output
 once). A dot counts M*N*K of its operand tiles, padding included: that is what tensor cores run.
 A load counts its masked-in lanes times the element size, the bytes the memory system is asked
 for (L2 or DRAM; the interpreter cannot tell which). Shifted loads for pool taps and KxK taps
@@ -30,10 +30,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import environment as E  # noqa: E402
+import report as R  # noqa: E402
+from counting import block_flops, block_min_bytes  # noqa: E402
 
 if __name__ == "__main__":
-    C.use_interpreter_if_no_cuda(force_cpu=True)  # before Triton's import, which reads TRITON_INTERPRET
+    E.use_interpreter_if_no_cuda(force_cpu=True)  # before Triton's import, which reads TRITON_INTERPRET
 
 from triton.runtime import interpreter as _interp  # noqa: E402
 
@@ -77,8 +79,8 @@ def count_block(spec, n: int, h: int, w: int, dtype: torch.dtype = torch.float16
                 layout: str = "channels_last", config=None) -> dict:
     """Run ``spec`` once through the Triton launcher (``config``: its tile config, default the
     launcher's own choice) and return the counts against the minimum."""
-    fi = C.import_fused_inception()
-    if not C.interpreter_on():
+    fi = E.import_fused_inception()
+    if not E.interpreter_on():
         raise RuntimeError("work_count needs Triton's interpreter: set TRITON_INTERPRET=1 before fused_inception "
                            "is imported (the script does)")
     from fused_inception.kernels.triton_inception import inception_forward_triton
@@ -93,8 +95,8 @@ def count_block(spec, n: int, h: int, w: int, dtype: torch.dtype = torch.float16
     with counting() as c:
         inception_forward_triton(x, packed, spec, config)
     elem = x.element_size()
-    min_macs = C.block_flops(spec, n, h, w) // 2
-    min_bytes = C.block_min_bytes(spec, n, h, w, elem)["total"]
+    min_macs = block_flops(spec, n, h, w) // 2
+    min_bytes = block_min_bytes(spec, n, h, w, elem)["total"]
     return {"macs": c.macs, "min_macs": min_macs, "mac_ratio": c.macs / min_macs,
             "load_bytes": c.load_bytes, "min_bytes": min_bytes, "byte_ratio": c.load_bytes / min_bytes,
             "dots": c.dots, "loads": c.loads}
@@ -109,10 +111,10 @@ def main() -> None:
     p.add_argument("--variant", default="torchvision", choices=["torchvision", "paper"])
     p.add_argument("--sms", type=int, default=132, help="plan the heuristic's tiles for this many SMs")
     a = p.parse_args()
-    fi = C.import_fused_inception()
+    fi = E.import_fused_inception()
     from fused_inception.kernels.tuning import default_config
 
-    dtype = C.torch_dtype(a.dtype)
+    dtype = E.torch_dtype(a.dtype)
     rows = []
     for n in a.batches:
         for name in a.blocks:
@@ -124,7 +126,7 @@ def main() -> None:
     tiles = f"heuristic for {a.sms} SMs"
     print(f"work issued by the Triton kernel, counted in Triton's interpreter ({a.variant}, {a.dtype}, {a.layout}, "
           f"{tiles} tiles)")
-    print(C.format_table(["block", "N", "GMAC", "MAC/min", "load MiB", "bytes/min"], rows, right=range(1, 6)))
+    print(R.format_table(["block", "N", "GMAC", "MAC/min", "load MiB", "bytes/min"], rows, right=range(1, 6)))
 
 
 if __name__ == "__main__":

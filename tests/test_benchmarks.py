@@ -17,10 +17,11 @@ import torch
 from fused_inception import InceptionSpec, googlenet_spec
 from fused_inception.kernels.triton_inception import interpreting
 
-from .helpers import BENCH, bench_module
+from .helpers import BENCH, CUDA, bench_module, rel_err, tolerance
+
+D, E, K, P, R, T = (bench_module(m) for m in ("runner", "environment", "counting", "providers", "report", "timing"))
 
 ROOT = Path(__file__).resolve().parents[1]
-CUDA = torch.cuda.is_available()
 
 
 def run_script(script: str, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -95,12 +96,11 @@ def test_bad_arguments_are_clear_errors():
 
 # -- counting --------------------------------------------------------------------------------------
 def test_flops_and_bytes_of_3a_by_hand():
-    C = bench_module("_common")
     spec = googlenet_spec("3a")  # 192 -> 64 | 96->128 | 16->32 (3x3) | pool->32
     # MACs per pixel: 192*(64+96+16+32) + 9*96*128 + 9*16*32 = 39936 + 110592 + 4608
-    assert C.block_macs_per_pixel(spec) == 155136
-    assert C.block_flops(spec, 2, 28, 28) == 2 * 2 * 28 * 28 * 155136 == 486_506_496
-    b = C.block_min_bytes(spec, 2, 28, 28, elem=2)
+    assert K.block_macs_per_pixel(spec) == 155136
+    assert K.block_flops(spec, 2, 28, 28) == 2 * 2 * 28 * 28 * 155136 == 486_506_496
+    b = K.block_min_bytes(spec, 2, 28, 28, elem=2)
     assert b["input"] == 2 * 192 * 784 * 2 == 602_112
     assert b["output"] == 2 * 256 * 784 * 2 == 802_816
     assert b["weights"] == 155136 * 2
@@ -109,78 +109,71 @@ def test_flops_and_bytes_of_3a_by_hand():
 
 
 def test_flops_of_a_true_5x5_and_paper_block():
-    C = bench_module("_common")
     spec = InceptionSpec.paper(192, 64, 96, 128, 16, 32, 32)
-    assert C.block_macs_per_pixel(spec) == 39936 + 110592 + 25 * 16 * 32
+    assert K.block_macs_per_pixel(spec) == 39936 + 110592 + 25 * 16 * 32
     odd = InceptionSpec(3, 1, 2, 4, 5, 6, 7, k3=1, k5=7)
-    assert C.block_flops(odd, 1, 1, 1) == 2 * (3 * (1 + 2 + 5 + 7) + 1 * 2 * 4 + 49 * 5 * 6)
+    assert K.block_flops(odd, 1, 1, 1) == 2 * (3 * (1 + 2 + 5 + 7) + 1 * 2 * 4 + 49 * 5 * 6)
 
 
 def test_model_flops_counts_fused_blocks_like_the_formula():
-    C = bench_module("_common")
     import fused_inception as fi
 
     spec = googlenet_spec("4e")
     block = fi.ReferenceInception(spec).eval()
     x = torch.randn(1, spec.in_channels, 3, 3)
-    assert C.model_flops(block, x) == C.block_flops(spec, 1, 3, 3)  # six convs counted by hooks
+    assert K.model_flops(block, x) == K.block_flops(spec, 1, 3, 3)  # six convs counted by hooks
     fused = fi.FusedInception.from_module(copy.deepcopy(block), backend="reference")
-    assert C.model_flops(fused, x) == C.block_flops(spec, 1, 3, 3)  # the block counted as one
+    assert K.model_flops(fused, x) == K.block_flops(spec, 1, 3, 3)  # the block counted as one
 
 
 def test_roofline_floor():
-    C = bench_module("_common")
-    assert C.roofline_floor_s(1e12, 1e9, 1e15, 1e12) == (1e-3, "compute")
-    assert C.roofline_floor_s(1e9, 4e9, 1e15, 2e12) == (2e-3, "memory")
+    assert K.roofline_floor_s(1e12, 1e9, 1e15, 1e12) == (1e-3, "compute")
+    assert K.roofline_floor_s(1e9, 4e9, 1e15, 2e12) == (2e-3, "memory")
 
 
 def test_rotation_buffers_exceed_twice_l2_within_caps():
-    C = bench_module("_common")
     l2 = 50 << 20
-    n = C.rotation_buffers(10 << 20, l2)
+    n = T.rotation_buffers(10 << 20, l2)
     assert n * (10 << 20) > 2 * l2 and n == 11
-    assert C.rotation_buffers(200 << 20, l2) == 2  # big inputs: two buffers
-    assert C.rotation_buffers(1000, l2, max_buffers=64) == 64
-    assert C.rotation_buffers(3 << 30, l2, max_total_bytes=4 << 30) == 2
+    assert T.rotation_buffers(200 << 20, l2) == 2  # big inputs: two buffers
+    assert T.rotation_buffers(1000, l2, max_buffers=64) == 64
+    assert T.rotation_buffers(3 << 30, l2, max_total_bytes=4 << 30) == 2
 
 
 def test_check_indices_quantiles_and_formatting():
-    C = bench_module("_common")
-    assert C.check_indices(3) == [0, 1, 2]
-    idx = C.check_indices(256)
+    assert P.check_indices(3) == [0, 1, 2]
+    idx = P.check_indices(256)
     assert idx[0] == 0 and idx[-1] == 255 and len(idx) == 8
-    assert C.quantiles([5, 1, 4, 2, 3]) == (3, 1.8, 4.2)
-    assert C.fmt(None) == "-" and C.fmt(float("nan")) == "-" and C.fmt(1234.5) == "1234"
-    assert C.fmt(0.01234) == "0.0123" and C.fmt(3.2e-5, 2) == "3.2e-05"
-    table = C.format_table(["a", "bb"], [["x", 1], None, ["yyy", 22]], right=[1])
+    assert T.quantiles([5, 1, 4, 2, 3]) == (3, 1.8, 4.2)
+    assert R.fmt(None) == "-" and R.fmt(float("nan")) == "-" and R.fmt(1234.5) == "1234"
+    assert R.fmt(0.01234) == "0.0123" and R.fmt(3.2e-5, 2) == "3.2e-05"
+    table = R.format_table(["a", "bb"], [["x", 1], None, ["yyy", 22]], right=[1])
     assert table.splitlines() == ["a    bb", "---  --", "x     1", "---  --", "yyy  22"]
 
 
 def test_check_against_flags_nan_and_error():
-    C = bench_module("_common")
     ref = torch.randn(4, 3, 2, 2, dtype=torch.float64)
-    ok, err, _ = C.check_against(ref.float(), ref, [0, 1, 2, 3], 1e-6)
+    ok, err, _ = P.check_against(ref.float(), ref, [0, 1, 2, 3], 1e-6)
     assert ok and err < 1e-7
     bad = ref.float().clone()
     bad[3, 0, 0, 0] = float("nan")  # an element outside the checked images still counts
-    ok, err, msg = C.check_against(bad, ref[:2], [0, 1], 1e-6)
+    ok, err, msg = P.check_against(bad, ref[:2], [0, 1], 1e-6)
     assert not ok and "non-finite" in msg
-    ok, err, msg = C.check_against((ref * 1.01).float(), ref, [0, 1, 2, 3], 1e-3)
+    ok, err, msg = P.check_against((ref * 1.01).float(), ref, [0, 1, 2, 3], 1e-3)
     assert not ok and math.isclose(err, 0.01, rel_tol=1e-3) and "relative error" in msg
 
 
 def test_fold_batch_norms_keeps_the_function():
-    C = bench_module("_common")
     import fused_inception as fi
 
-    m = C.randomize_batch_norms(fi.models.googlenet("torchvision", init_weights=False).eval(), seed=1)
+    m = P.randomize_batch_norms(fi.models.googlenet("torchvision", init_weights=False).eval(), seed=1)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         want = m(x)
-        folded = C.fold_batch_norms(copy.deepcopy(m))
+        folded = P.fold_batch_norms(copy.deepcopy(m))
         got = folded(x)
     assert not any(isinstance(t, torch.nn.BatchNorm2d) for t in folded.modules())
-    assert (got - want).norm() / want.norm() < 1e-5
+    assert rel_err(got, want) < tolerance(torch.float32)
 
 
 # -- the GPU code path, on CPU with stubbed timers ---------------------------------------------------
@@ -200,29 +193,28 @@ class FakeTimer:
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    C = bench_module("_common")
-    monkeypatch.setattr(C, "l2_bytes", lambda: 50 << 20)
+    monkeypatch.setattr(E, "l2_bytes", lambda: 50 << 20)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
     env = {"gpu": {"name": "Fake GPU"}, "torch": torch.__version__, "triton": "x", "torch_cuda": "13.0"}
     ceilings = {"copy_gbps": 4000.0, "matmul_tflops": {"fp16": 800.0, "fp32": 60.0}}
-    return C, env, ceilings
+    return env, ceilings
 
 
 @pytest.mark.skipif(not interpreting(), reason="runs the fused provider on Triton's interpreter")
 def test_bench_block_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
-    C, env, ceilings = fake_gpu
+    env, ceilings = fake_gpu
     bb = bench_module("bench_block")
     import fused_inception as fi
 
     timer = FakeTimer([4.0, 1.0, 2.0])  # eager, fused-triton at N=2, then eager at N=1
-    monkeypatch.setattr(C, "time_loop", timer)
-    monkeypatch.setattr(C, "time_events", timer)
+    monkeypatch.setattr(T, "time_loop", timer)
+    monkeypatch.setattr(T, "time_events", timer)
     args = bb.resolve(bb.parse_args(["--blocks", "3a", "--batches", "2", "--spatial", "3", "--dtype", "fp16",
                                      "--providers", "eager,fused-triton", "--out", str(tmp_path)]), cuda=True)
     runner = bb.Runner(fi, args, cuda=True, device=torch.device("cpu"))
     runner.ceilings = ceilings
-    progress = C.Progress(3, enabled=False)
+    progress = D.Progress(3, enabled=False)
     cases = [runner.run_case("3a", 2, "fp16", "channels_last", progress)]
     args.providers = ["eager"]  # a second case, cheaper without the interpreter
     cases.append(runner.run_case("3a", 1, "fp16", "channels_last", progress))
@@ -230,7 +222,7 @@ def test_bench_block_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
     data = {"benchmark": "bench_block", "env": env, "ceilings": ceilings, "cases": cases, "complete": True}
     assert cases[1]["providers"]["eager"]["speedup_vs_eager"] == 1.0 and cases[1]["best_peer"] == "eager"
     for case, (t_eager, t_fused) in zip(cases[:1], [(4.0, 1.0)]):
-        flops = C.block_flops(googlenet_spec("3a"), case["batch"], 3, 3)
+        flops = K.block_flops(googlenet_spec("3a"), case["batch"], 3, 3)
         assert case["flops"] == flops and case["method"] == "loop"  # tiny: launch-bound
         assert case["buffers"] >= 2 and case["best_peer"] == "eager"
         eager, fused = case["providers"]["eager"], case["providers"]["fused-triton"]
@@ -239,28 +231,28 @@ def test_bench_block_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
         assert fused["speedup_vs_eager"] == fused["speedup_vs_best_peer"] == t_eager / t_fused
         assert math.isclose(fused["tflops"], flops / (t_fused * 1e-3) / 1e12)
         assert math.isclose(fused["pct_floor"], 100 * case["floor_ms"] / t_fused)
-        floor_s, _ = C.roofline_floor_s(flops, case["min_bytes"]["total"], 800e12, 4000e9)
+        floor_s, _ = K.roofline_floor_s(flops, case["min_bytes"]["total"], 800e12, 4000e9)
         assert math.isclose(case["floor_ms"], floor_s * 1e3)
     table = bb.gpu_table(data)
     assert "fused-triton" in table and "4.00" in table and "Fake GPU" in table
-    assert "3a" in C.summarize_block(data)
-    C.write_json(tmp_path / "b.json", data)
+    assert "3a" in R.summarize_block(data)
+    R.write_json(tmp_path / "b.json", data)
     assert json.loads((tmp_path / "b.json").read_text())["cases"][1]["batch"] == 1
-    if C.try_import_pyplot() is not None:
+    if R.try_import_pyplot() is not None:
         assert bb.plot(data, tmp_path / "b.png") and (tmp_path / "b.png").stat().st_size > 1000
 
 
 def test_bench_googlenet_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
-    C, env, ceilings = fake_gpu
+    env, ceilings = fake_gpu
     bg = bench_module("bench_googlenet")
     import fused_inception as fi
 
     timer = FakeTimer([8.0])
-    monkeypatch.setattr(C, "time_loop", timer)
+    monkeypatch.setattr(T, "time_loop", timer)
     args = bg.resolve(bg.parse_args(["--dtype", "fp32", "--batches", "2", "--extra", "none", "--image-size", "32",
                                      "--providers", "eager", "--out", str(tmp_path)]), cuda=True)
     runner = bg.Runner(fi, args, cuda=True, device=torch.device("cpu"))
-    (case,) = [runner.run_case("fp32", 2, C.Progress(1, enabled=False))]
+    (case,) = [runner.run_case("fp32", 2, D.Progress(1, enabled=False))]
     r = case["providers"]["eager"]
     assert r["status"] == "ok" and r["rel_err"] < 1e-4
     assert r["images_per_s"] == 2 / 8e-3 and r["speedup_vs_eager"] == 1.0
@@ -268,23 +260,23 @@ def test_bench_googlenet_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_pa
     data = {"benchmark": "bench_googlenet", "env": env, "ceilings": ceilings, "cases": [case],
             "flops_per_image": runner.flops_per_image, "args": {"image_size": 32, "layout": "channels_last"},
             "complete": True}
-    assert "250" in bg.gpu_table(data) and "250" in C.summarize_googlenet(data)
-    if C.try_import_pyplot() is not None:
+    assert "250" in bg.gpu_table(data) and "250" in R.summarize_googlenet(data)
+    if R.try_import_pyplot() is not None:
         assert bg.plot(data, tmp_path / "g.png")
 
 
 def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
     """The check is not decorative: a provider computing something else is flagged, not timed."""
-    C, _, ceilings = fake_gpu
+    _, ceilings = fake_gpu
     bb = bench_module("bench_block")
     import fused_inception as fi
 
-    monkeypatch.setattr(C, "time_loop", FakeTimer([1.0]))
+    monkeypatch.setattr(T, "time_loop", FakeTimer([1.0]))
     args = bb.resolve(bb.parse_args(["--blocks", "3a", "--batches", "1", "--spatial", "3", "--dtype", "fp32",
                                      "--providers", "eager"]), cuda=True)
     runner = bb.Runner(fi, args, cuda=True, device=torch.device("cpu"))
     runner.ceilings = ceilings
-    real = C.build_provider
+    real = P.build_provider
 
     def wrong(*a, **k):  # the eager block with one BN's statistics changed: a different function
         prov = real(*a, **k)
@@ -292,8 +284,8 @@ def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
             prov.module.branch1.conv.bias.add_(0.5)
         return prov
 
-    monkeypatch.setattr(C, "build_provider", wrong)
-    case = runner.run_case("3a", 1, "fp32", "channels_last", C.Progress(1, enabled=False))
+    monkeypatch.setattr(P, "build_provider", wrong)
+    case = runner.run_case("3a", 1, "fp32", "channels_last", D.Progress(1, enabled=False))
     r = case["providers"]["eager"]
     assert r["status"] == "mismatch" and "relative error" in r["message"] and "median_ms" not in r
     assert case["best_peer"] is None
@@ -301,34 +293,32 @@ def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
 
 @pytest.mark.skipif(not interpreting(), reason="fused-triton is a CPU provider only on the interpreter")
 def test_a_silent_backend_fallback_is_an_error(monkeypatch):
-    C = bench_module("_common")
     bb = bench_module("bench_block")
     import fused_inception as fi
 
     args = bb.resolve(bb.parse_args(["--blocks", "3a", "--batches", "1", "--spatial", "2",
                                      "--providers", "fused-triton"]), cuda=False)
-    real = C.build_provider
+    real = P.build_provider
 
     def falls_back(*a, **k):  # right numbers, wrong backend: must not pass as "fused-triton"
         prov = real(*a, **k)
         prov.fused_module.backend = "reference"
         return prov
 
-    monkeypatch.setattr(C, "build_provider", falls_back)
-    case = bb.Runner(fi, args, cuda=False).run_case("3a", 1, "fp32", "nchw", C.Progress(1, enabled=False))
+    monkeypatch.setattr(P, "build_provider", falls_back)
+    case = bb.Runner(fi, args, cuda=False).run_case("3a", 1, "fp32", "nchw", D.Progress(1, enabled=False))
     r = case["providers"]["fused-triton"]
     assert r["rel_err"] < 1e-5 and r["status"] == "error" and "unexpected backend" in r["message"]
 
 
 def test_nvidia_smi_query_falls_back_to_one_field_at_a_time(monkeypatch, tmp_path):
     """A driver that rejects one field must not lose the others (the query is read-only)."""
-    C = bench_module("_common")
     fake = tmp_path / "nvidia-smi"
     fake.write_text('#!/bin/sh\ncase "$1" in *clocks.max.mem*,*|*,*clocks.max.mem*) echo "bad field" >&2; exit 2;;\n'
                     '  *clocks.max.mem*) exit 2;;\n  *name*) echo "Fake GPU";;\n  *) echo "42";;\nesac\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    (gpu,) = C.nvidia_smi_query()["gpus"]
+    (gpu,) = E.nvidia_smi_query()["gpus"]
     assert gpu["name"] == "Fake GPU" and gpu["clocks.sm"] == "42" and "clocks.max.mem" not in gpu
 
 
@@ -350,8 +340,7 @@ def test_work_counted_in_the_interpreter_matches_the_tiling_analysis(split_k):
     assert got["mac_ratio"] == pytest.approx(want["overhead"]) and got["mac_ratio"] > 1
     sched = schedule_for(spec, n, hw, hw, cfg, programs=4)  # the interpreter's grid
     assert got["load_bytes"] == sum(ta.load_bytes(sched, 2).values())
-    c = bench_module("_common")
-    once = 2 * (n * spec.in_channels * hw * hw + c.block_weight_elements(spec))
+    once = 2 * (n * spec.in_channels * hw * hw + K.block_weight_elements(spec))
     assert got["load_bytes"] >= once
 
 
@@ -367,7 +356,7 @@ def test_kernel_v4_work_targets(name):
     interpreter counts the same MACs and bytes): issued MACs at most 1.40x the block's minimum at
     batch 1 and 1.20x from batch 8; bytes requested at batch 1 at most the larger of v3's / 3 and
     1.6x the minimum (x, weights and output once); at least 100 work items at batch 1."""
-    ta, c = bench_module("tiling_analysis"), bench_module("_common")
+    ta = bench_module("tiling_analysis")
     from fused_inception import GOOGLENET_SPATIAL, googlenet_spec
     from fused_inception.kernels.tuning import default_config, schedule_for
 
@@ -378,5 +367,5 @@ def test_kernel_v4_work_targets(name):
     cfg = default_config(spec, 1, hw, hw, 132, torch.float16)
     sched = schedule_for(spec, 1, hw, hw, cfg)
     assert len(sched.items) >= 100
-    ratio = sum(ta.load_bytes(sched, 2).values()) / c.block_min_bytes(spec, 1, hw, hw, 2)["total"]
+    ratio = sum(ta.load_bytes(sched, 2).values()) / K.block_min_bytes(spec, 1, hw, hw, 2)["total"]
     assert ratio <= max(V3_BYTES_BATCH1[name] / 3, 1.6), ratio
