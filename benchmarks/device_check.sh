@@ -72,52 +72,10 @@ step() {
     echo "=== [$name] $status after $((SECONDS - t0))s" | tee -a "$LOG"
 }
 
-env_info() {
-    nvidia-smi || echo "nvidia-smi failed"
-    "$PY" - <<'EOF'
-import platform, shutil, subprocess, torch, triton
-print("python", platform.python_version(), "| torch", torch.__version__, "| torch CUDA", torch.version.cuda,
-      "| cuDNN", torch.backends.cudnn.version(), "| triton", triton.__version__)
-print("CUDA available:", torch.cuda.is_available())
-if torch.cuda.is_available():
-    p = torch.cuda.get_device_properties(0)
-    print(f"device: {p.name}, capability {p.major}.{p.minor}, {p.multi_processor_count} SMs, "
-          f"{p.total_memory / 2**30:.0f} GiB, L2 {getattr(p, 'L2_cache_size', 0) / 2**20:.0f} MiB")
-for tool in ("nvcc", "compute-sanitizer", "ncu"):
-    path = shutil.which(tool)
-    ver = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip().splitlines()[-1:] if path else []
-    print(f"{tool}: {path or 'not found'} {ver[0] if ver else ''}")
-for mod in ("matplotlib", "tqdm", "pytest"):
-    try:
-        m = __import__(mod)
-        print(f"{mod} {getattr(m, '__version__', '?')}")
-    except ImportError:
-        print(f"{mod}: not installed")
-EOF
-}
-
-build_ext() {
-    "$PY" - <<'EOF'
-import sys
-import torch
-if not torch.cuda.is_available():
-    sys.exit("no CUDA device")
-from fused_inception import cuda_ext
-if not cuda_ext.available():
-    print("CUDA extension not available:", cuda_ext.load_error() or "no prebuilt module and no nvcc/sources")
-    sys.exit(1)
-ext = cuda_ext.load()
-print("CUDA extension loaded:", ext.__file__ if hasattr(ext, "__file__") else ext)
-EOF
-}
-
-export PY
-export -f env_info build_ext  # `timeout` runs commands, not functions: run these through bash -c
-
 SAN=(compute-sanitizer --target-processes application-only --error-exitcode 1 --print-limit 30)
 
-step env "$T_ENV" bash -c env_info
-step build "$T_BUILD" bash -c build_ext
+step env "$T_ENV" "$PY" benchmarks/device_info.py env
+step build "$T_BUILD" "$PY" benchmarks/device_info.py build-ext
 step tests "$T_TESTS" env FUSED_INCEPTION_AUTOTUNE=0 "$PY" -m pytest -x -q -p no:cacheprovider tests -m gpu
 step memcheck "$T_MEMCHECK" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "${SAN[@]}" --tool memcheck \
     "$PY" benchmarks/sanitize_cases.py

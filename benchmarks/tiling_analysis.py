@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from counting import block_macs_per_pixel
+
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
 from fused_inception.kernels.schedule import COLUMNS, KINDS
 from fused_inception.kernels.tuning import default_config, schedule_for
@@ -28,8 +30,7 @@ def analyse_spec(s, hw: int, n: int, sms: int, cfg=None) -> dict:
     """``analyse`` for any block ``s`` on an ``hw`` x ``hw`` map."""
     cfg = cfg or default_config(s, n, hw, hw, sms)
     sched = schedule_for(s, n, hw, hw, cfg)
-    useful = n * hw * hw * (s.in_channels * (s.ch1x1 + s.ch3x3red + s.ch5x5red + s.pool_proj)
-                            + s.k3**2 * s.ch3x3red * s.ch3x3 + s.k5**2 * s.ch5x5red * s.ch5x5)
+    useful = n * hw * hw * block_macs_per_pixel(s)
     macs = {kind: 0 for kind in KINDS}
     for row in sched.items:
         m, nn, k = sched.item_mnk(row)
@@ -39,25 +40,6 @@ def analyse_spec(s, hw: int, n: int, sms: int, cfg=None) -> dict:
     return {"n": n, "block_m": cfg.block_m, "split_k": cfg.split_k, "tiles": sched.n_tiles,
             "items": len(sched.items), "waves": len(sched.items) / programs, "useful_macs": useful,
             "macs": done, "overhead": done / useful, "macs_by_kind": macs}
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sms", type=int, default=132, help="SM count (H100 SXM / H200: 132)")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 256])
-    a = p.parse_args()
-    print(f"{'block':5} {'n':>4} {'BM':>4} {'split':>5} {'tiles':>6} {'items':>7} {'waves':>7} "
-          f"{'GMAC':>8} {'MAC/min':>8}")
-    for n in a.batches:
-        for name in GOOGLENET_BLOCKS:
-            r = analyse(name, n, a.sms)
-            print(f"{r['block']:5} {r['n']:>4} {r['block_m']:>4} {r['split_k']:>5} {r['tiles']:>6} {r['items']:>7} "
-                  f"{r['waves']:>7.2f} {r['useful_macs'] / 1e9:>8.3f} {r['overhead']:>8.3f}")
-
-
-if __name__ == "__main__":
-    main()
-
 
 
 def load_bytes(sched, elem: int) -> dict:
@@ -101,3 +83,21 @@ def load_bytes(sched, elem: int) -> dict:
             total += ncols * 4 + (n_splits - 1) * rows[tile] * width * 4  # the other splits' partials
         out[KINDS[kind]] += int(total)
     return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sms", type=int, default=132, help="SM count (H100 SXM / H200: 132)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 256])
+    a = p.parse_args()
+    print(f"{'block':5} {'n':>4} {'BM':>4} {'split':>5} {'tiles':>6} {'items':>7} {'waves':>7} "
+          f"{'GMAC':>8} {'MAC/min':>8}")
+    for n in a.batches:
+        for name in GOOGLENET_BLOCKS:
+            r = analyse(name, n, a.sms)
+            print(f"{r['block']:5} {r['n']:>4} {r['block_m']:>4} {r['split_k']:>5} {r['tiles']:>6} {r['items']:>7} "
+                  f"{r['waves']:>7.2f} {r['useful_macs'] / 1e9:>8.3f} {r['overhead']:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
