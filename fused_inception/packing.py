@@ -1,6 +1,7 @@
 """Weight preparation for the fused kernels: BatchNorm folding and GEMM-friendly layouts.
 
-Done once per (dtype, parameter version) and cached on the module: see ``FusedInception``.
+One fold, differentiable and traceable: grad-enabled and compiled forwards run it every call, and
+inference forwards run it under ``no_grad`` and cache the result (``FusedInception``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .reference import UnitTensors
 from .spec import InceptionSpec
@@ -34,26 +34,13 @@ class PackedWeights(NamedTuple):
     bp: torch.Tensor
 
 
-def _fold(u: UnitTensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 (weight, bias) of one unit with its BatchNorm folded in (torch.nn.utils.fusion)."""
-    w = u.weight.detach().float()
-    b = u.bias.detach().float() if u.bias is not None else None
-    if u.has_bn:
-        f32 = (lambda t: None if t is None else t.detach().float())
-        w, b = fuse_conv_bn_weights(w, b, f32(u.bn_mean), f32(u.bn_var), u.bn_eps,
-                                    f32(u.bn_weight), f32(u.bn_bias))
-        w, b = w.data, b.data
-    if b is None:
-        b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device)
-    return w, b
+def _fold(u: UnitTensors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of one unit with its BatchNorm folded in, in fp32 (fp64 for a float64
+    target), differentiable in every tensor.
 
-
-def _fold_differentiable(u: UnitTensors, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_fold`` as a differentiable, traceable function (fp64 for a float64 target).
-
-    The arithmetic of ``fuse_conv_bn_weights`` in the same order (the same bits in eager), written
-    out because that function returns new leaf ``nn.Parameter``s, which cut the autograd graph and
-    which Dynamo will not construct.
+    The arithmetic of ``torch.nn.utils.fusion.fuse_conv_bn_weights`` in the same order (the same
+    bits in eager), written out because that function returns new leaf ``nn.Parameter``s, which cut
+    the autograd graph and which Dynamo will not construct.
     """
     fdt = torch.float64 if dtype == torch.float64 else torch.float32
     w = u.weight.to(fdt)
@@ -84,16 +71,16 @@ def _layout(folded: list[tuple[torch.Tensor, torch.Tensor]], dtype: torch.dtype)
                          gemm(w5), b5.contiguous(), gemm(wp)[0].contiguous(), bp.contiguous())
 
 
+def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
+    """Fold and lay out the six units (1x1, 3x3red, 3x3, 5x5red, 5x5, pool-proj) for ``dtype``,
+    differentiably: the packing of grad-enabled forwards and of ``torch.compile`` graphs."""
+    return _layout([_fold(u, dtype) for u in units], dtype)
+
+
 @torch.no_grad()
 def pack_weights(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
-    """Fold and lay out the six units (1x1, 3x3red, 3x3, 5x5red, 5x5, pool-proj) for ``dtype``."""
-    return _layout([_fold(u) for u in units], dtype)
-
-
-def pack_weights_differentiable(units: tuple[UnitTensors, ...], dtype: torch.dtype) -> PackedWeights:
-    """``pack_weights`` (same layout, same values) as a differentiable, traceable function of the
-    raw tensors: the packing used under ``torch.compile`` and by the backward of the weight cache."""
-    return _layout([_fold_differentiable(u, dtype) for u in units], dtype)
+    """The same packing without an autograd graph: what the inference cache holds."""
+    return pack_weights_differentiable(units, dtype)
 
 
 def _unpack(w: torch.Tensor) -> torch.Tensor:  # [K*K, Cin, Cout] -> [Cout, Cin, K, K]
