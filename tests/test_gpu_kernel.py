@@ -10,30 +10,29 @@ from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, 
 from fused_inception.kernels.triton_inception import inception_forward_triton
 from fused_inception.kernels.tuning import pick_config
 
-from .helpers import CUDA, make_block, make_input, oracle, rel_err, tolerance
+from .helpers import DTYPES, check_fused, make_block, make_input, nan_output, oracle, rel_err, tolerance
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not CUDA, reason="needs a CUDA device")]
+pytestmark = pytest.mark.gpu  # skipped without CUDA (conftest.py)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def check(spec, n, h, w, dtype, layout, bias_shift=0.0, tf32=True):
-    torch.backends.cudnn.allow_tf32 = tf32
-    try:
-        block = make_block(spec, dtype=dtype, device="cuda", bias_shift=bias_shift)
-        x = make_input(n, spec.in_channels, h, w, dtype=dtype, device="cuda", layout=layout)
-        out = torch.full((n, spec.out_channels, h, w), float("nan"), dtype=dtype, device="cuda")
-        if layout == "channels_last":
-            out = out.contiguous(memory_format=torch.channels_last)
+    """check_fused with the kernel launched directly into a NaN-filled output, then the same block
+    and input through the module."""
+    def run(block, x):
+        out, _ = nan_output(n, spec.out_channels, h, w, dtype, "cuda", layout == "channels_last")
         with torch.no_grad():
             packed = block.packed_weights(dtype)
             inception_forward_triton(x, packed, spec, pick_config(x, packed, spec), out=out)
+        return out
+
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        block, x, _, ref = check_fused(run, spec, n, h, w, dtype, layout, device="cuda", bias_shift=bias_shift)
+        with torch.no_grad():
             via_module = block(x)
         torch.cuda.synchronize()
         assert block.last_backend == "triton"
-        ref = oracle(block, x)
-        assert not out.isnan().any()
-        assert rel_err(out.cpu(), ref) < tolerance(dtype, "cuda")
         assert rel_err(via_module.cpu(), ref) < tolerance(dtype, "cuda")
     finally:
         torch.backends.cudnn.allow_tf32 = True

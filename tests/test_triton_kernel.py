@@ -17,33 +17,35 @@ from fused_inception import GOOGLENET_BLOCKS, InceptionSpec, __version__, google
 from fused_inception.kernels.triton_inception import inception_forward_triton
 from fused_inception.kernels.tuning import TileConfig, schedule_for
 
-from .helpers import make_block, make_input, oracle, rel_err, requires_interpreter, tolerance
+from .helpers import (
+    DTYPES,
+    check_fused,
+    make_block,
+    make_input,
+    nan_output,
+    oracle,
+    rel_err,
+    requires_interpreter,
+    tolerance,
+)
 
 pytestmark = requires_interpreter
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def run_kernel(block, x, config=None, **kw):
     """Launch the kernel directly into a NaN-filled output (the launcher NaN-fills its workspaces
     in the interpreter), with the heuristic config unless one is given."""
-    out = torch.full((x.shape[0], block.spec.out_channels, *x.shape[2:]), float("nan"), dtype=x.dtype)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
     n, _, h, w = x.shape
+    cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out, _ = nan_output(n, block.spec.out_channels, h, w, x.dtype, channels_last=cl)
     config = config or tuning.default_config(block.spec, n, h, w, dtype=x.dtype)
     return inception_forward_triton(x, block.packed_weights(x.dtype), block.spec, config, out=out, **kw)
 
 
-def check(spec, n, h, w, dtype=torch.float32, layout="nchw", bias_shift=0.0, **kw):
-    block = make_block(spec, dtype=dtype, bias_shift=bias_shift)
-    x = make_input(n, spec.in_channels, h, w, dtype=dtype, layout=layout)
-    out = run_kernel(block, x, **kw)
-    ref = oracle(block, x)
-    assert not out.isnan().any(), "unwritten or NaN output elements"
-    err = rel_err(out, ref)
-    assert err < tolerance(dtype), f"relative error {err:.3g}"
-    return block, x, out
+def check(spec, n, h, w, dtype=torch.float32, layout="nchw", bias_shift=0.0, specials=False, **kw):
+    return check_fused(lambda block, x: run_kernel(block, x, **kw), spec, n, h, w, dtype, layout,
+                       bias_shift=bias_shift, specials=specials)
 
 
 # The nine GoogLeNet blocks at small maps; dtype and layout rotate so each appears several times.
@@ -118,20 +120,7 @@ def test_tile_configs_and_persistent_grid(cfg, max_programs):
 @pytest.mark.fast_cases("fp16", "bf16")  # bf16: the interpreter's own max-pool path
 @pytest.mark.parametrize("dt", ["fp32", "fp16", "bf16"])
 def test_nan_and_inf_propagate_like_the_reference(dt):
-    spec = InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=3, k5=5)
-    block = make_block(spec, dtype=DTYPES[dt])
-    x = make_input(2, 8, 9, 9, dtype=DTYPES[dt])
-    x[0, 1, 2, 3] = float("nan")
-    x[0, 5, 7, 7] = float("inf")
-    x[1, 2, 0, 0] = float("-inf")
-    x[1, :, 4, 4] = float("-inf")  # a whole pixel: the max-pool must not pick padding over it
-    out = run_kernel(block, x)
-    ref = oracle(block, x)
-    assert torch.equal(out.isnan(), ref.isnan())
-    assert torch.equal(out.isposinf(), ref.isposinf()) and torch.equal(out.isneginf(), ref.isneginf())
-    finite = ref.isfinite()
-    assert ref.isnan().any() and finite.any()
-    assert rel_err(out[finite], ref[finite]) < tolerance(DTYPES[dt])
+    check(InceptionSpec(8, 4, 6, 8, 3, 5, 4, k3=3, k5=5), 2, 9, 9, DTYPES[dt], specials=True)
 
 
 def test_bf16_max_pool_compares_values_not_bits():
