@@ -278,7 +278,7 @@ def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
     runner.ceilings = ceilings
     real = P.build_provider
 
-    def wrong(*a, **k):  # the eager block with one BN's statistics changed: a different function
+    def wrong(*a, **k):  # the eager block with one conv's bias shifted: a different function
         prov = real(*a, **k)
         with torch.no_grad():
             prov.module.branch1.conv.bias.add_(0.5)

@@ -4,8 +4,9 @@ The interpreter runs the kernel's logic on CPU, but not Triton's GPU compiler: t
 layouts, tensor-core lowering, shared-memory and register budgets only show up there. This compiles
 the heuristic configurations for sm_90 (H100/H200) and sm_80 (A100) with Triton's own ptxas, in a
 subprocess without TRITON_INTERPRET (benchmarks/compile_report.py), and checks the compile facts
-kernel v4 is designed to: every dot on wgmma (sm_90), no spills, shared memory for two programs
-per SM, and the ticket protocol's release/acquire instructions with the acquire polled in a loop.
+kernel v4 is designed to: every dot on wgmma (sm_90), no spills (and a register count read from
+ptxas, at most 255), shared memory for two programs per SM, and the ticket protocol's
+release/acquire instructions with the acquire polled in a loop.
 """
 
 import os
@@ -41,6 +42,7 @@ def test_kernel_compiles_to_the_design(dtype, arch, layout):
     # 4e at batch 1 (split reductions, tail column blocks) and 256 (no splits, the bulk shape).
     for row in compile_facts("4e", "1,256", dtype, arch, layout):
         assert int(row["spill"]) == 0, f"register spills: {row}"
+        assert 0 < int(row["regs"]) <= 255, f"registers per thread not read, or over the limit: {row}"
         assert 2 * int(row["smem"]) <= SMEM_PER_SM[arch], f"two programs per SM do not fit: {row}"
         dots = int(row["dots"])
         widths = [w for w in (16, 32, 64, 128) if w <= int(row["nb"])]
