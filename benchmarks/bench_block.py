@@ -41,15 +41,14 @@ GPU_OUTPUT = ("a table per block, batch and dtype: median and p20-p80 time, TFLO
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = runner.parser("bench_block.py", __doc__, GPU_DEFAULTS, CPU_DEFAULTS, rep_ms=100, max_buffers=64,
-                      buffer_what="input buffers")
-    p.add_argument("--blocks", default=None,
-                   help="comma-separated GoogLeNet blocks (fused_inception.GOOGLENET_BLOCKS: 3a..5b) or 'all' "
-                        f"[GPU: {GPU_DEFAULTS['blocks']}; CPU: {CPU_DEFAULTS['blocks']}]")
+                      buffer_what="input buffers", timings=("auto", "events", "loop"), timing_help=T.TIMING_HELP)
+    modes = runner.defaults_help(GPU_DEFAULTS, CPU_DEFAULTS)
+    p.add_argument("--blocks", default=None, help="comma-separated GoogLeNet blocks "
+                   "(fused_inception.GOOGLENET_BLOCKS: 3a..5b) or 'all'" + modes("blocks"))
     p.add_argument("--layout", default="channels_last", help="comma-separated memory layouts: channels_last, nchw")
     p.add_argument("--spatial", type=int, default=None,
                    help="input height = width for every block [GPU: each block's GoogLeNet size, 28/14/7 for "
                         f"224x224 images; CPU: {CPU_DEFAULTS['spatial']}]")
-    p.add_argument("--timing", choices=("auto", "events", "loop"), default="auto", help=T.TIMING_HELP)
     p.add_argument("--launch-bound-us", type=float, default=20.0,
                    help="--timing auto uses 'loop' below this roofline floor (microseconds)")
     return p.parse_args(argv)

@@ -36,23 +36,21 @@ GPU_DEFAULTS = {"dtype": "fp16,fp32", "batches": "1,32,256", "extra": "fp32:10",
                 "providers": ",".join(P.DEFAULT_PROVIDERS), "compile_mode": "max-autotune"}
 CPU_DEFAULTS = {"dtype": "fp32", "batches": "1", "extra": "none", "image_size": 32,
                 "providers": ",".join(p for p in P.DEFAULT_PROVIDERS if p != "compile"), "compile_mode": "default"}
+TIMING_HELP = ("loop: back-to-back forwards between two events, inputs rotated over buffers larger than 2x L2, "
+               "20 windows (median, p20, p80): steady-state images/s; events: triton.testing.do_bench (per-call "
+               "events, L2 flushed before each call)")
 GPU_OUTPUT = ("images/s (median, p20-p80), TFLOP/s and the speedup over eager, eager-graph and torch.compile per "
               "dtype and batch, saved with JSON and a PNG in benchmarks/results/")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = runner.parser("bench_googlenet.py", __doc__, GPU_DEFAULTS, CPU_DEFAULTS, rep_ms=200, max_buffers=16,
-                      buffer_what="input batches")
-    p.add_argument("--extra", default=None,
-                   help="extra dtype:batch cases, comma-separated (e.g. fp32:10,bf16:64), or 'none' "
-                        f"[GPU: {GPU_DEFAULTS['extra']}; CPU: {CPU_DEFAULTS['extra']}]")
-    p.add_argument("--image-size", type=int, default=None,
-                   help=f"input height = width [GPU: {GPU_DEFAULTS['image_size']}; CPU: {CPU_DEFAULTS['image_size']}]")
+                      buffer_what="input batches", timings=("loop", "events"), timing_help=TIMING_HELP)
+    modes = runner.defaults_help(GPU_DEFAULTS, CPU_DEFAULTS)
+    p.add_argument("--extra", default=None, help="extra dtype:batch cases, comma-separated (e.g. fp32:10,bf16:64), "
+                   "or 'none'" + modes("extra"))
+    p.add_argument("--image-size", type=int, default=None, help="input height = width" + modes("image_size"))
     p.add_argument("--layout", choices=("channels_last", "nchw"), default="channels_last", help="memory layout")
-    p.add_argument("--timing", choices=("loop", "events"), default="loop",
-                   help="loop: back-to-back forwards between two events, inputs rotated over buffers larger "
-                        "than 2x L2, 20 windows (median, p20, p80): steady-state images/s; events: "
-                        "triton.testing.do_bench (per-call events, L2 flushed before each call)")
     p.add_argument("--cpu-fused-blocks", default="3a",
                    help="CPU pass only: the blocks (3a..5b or 'all') that run on Triton's interpreter")
     return p.parse_args(argv)

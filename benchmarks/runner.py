@@ -58,16 +58,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def parser(prog: str, doc: str, gpu: dict, cpu: dict, rep_ms: float, max_buffers: int,
-           buffer_what: str) -> argparse.ArgumentParser:
+def defaults_help(gpu: dict, cpu: dict) -> Callable[[str], str]:
+    """``key`` -> " [GPU: <gpu[key]>; CPU: <cpu[key]>]", the end of an option's help."""
+    return lambda key: f" [GPU: {gpu[key]}; CPU: {cpu[key]}]"
+
+
+def parser(prog: str, doc: str, gpu: dict, cpu: dict, rep_ms: float, max_buffers: int, buffer_what: str,
+           timings: Sequence[str], timing_help: str) -> argparse.ArgumentParser:
     """The options bench_block.py and bench_googlenet.py share; ``gpu`` / ``cpu``: the defaults of
     --dtype, --batches, --providers and --compile-mode in each mode; ``doc``: the script's
-    docstring, its description."""
+    docstring, its description; ``timings``: the --timing methods, the default first."""
     p = argparse.ArgumentParser(prog=prog, description=" ".join(doc.split("\n\n")).replace("\n", " "),
                                 formatter_class=HelpFormatter)
-
-    def modes(key: str) -> str:
-        return f" [GPU: {gpu[key]}; CPU: {cpu[key]}]"
+    modes = defaults_help(gpu, cpu)
 
     p.add_argument("--dtype", default=None, help="comma-separated compute dtypes: fp32 (TF32 off), tf32 (fp32 "
                    "tensors, TF32 on), fp16, bf16" + modes("dtype"))
@@ -76,6 +79,7 @@ def parser(prog: str, doc: str, gpu: dict, cpu: dict, rep_ms: float, max_buffers
                    f"'all'. {P.PROVIDER_HELP}" + modes("providers"))
     p.add_argument("--warmup", type=float, default=25, help="warm-up time per provider and case, ms")
     p.add_argument("--rep", "--reps", type=float, default=rep_ms, help="measurement time per provider and case, ms")
+    p.add_argument("--timing", choices=timings, default=timings[0], help=timing_help)
     p.add_argument("--max-buffers", type=int, default=max_buffers, help=f"most {buffer_what} rotated per case")
     p.add_argument("--compile-mode", default=None,
                    help="torch.compile mode of the 'compile' provider (max-autotune uses CUDA graphs and "

@@ -58,27 +58,21 @@ def time_loop(fn: Callable[[], object], warmup_ms: float, rep_ms: float,
     for _ in range(int(min(1000, max(2, warmup_ms / first_ms)))):
         fn()
     torch.cuda.synchronize()
-    k = int(min(10, max(1, 20 / first_ms)))  # about 20 ms to estimate the per-call time
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(k):
-        fn()
-    end.record()
-    end.synchronize()
-    est = max(start.elapsed_time(end) / k, 1e-4)
-    calls = int(min(10_000, max(1, math.ceil(rep_ms / samples / est))))
-    if calls == 1:  # long calls (>= rep_ms / samples): launch gaps don't matter, keep the run short
-        samples = int(max(10, min(samples, math.ceil(rep_ms / est))))
-    times = []
-    for _ in range(samples):
+
+    def window(calls: int) -> float:  # ms per call of ``calls`` back-to-back calls
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(calls):
             fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return quantiles(times)
+        return start.elapsed_time(end) / calls
+
+    est = max(window(int(min(10, max(1, 20 / first_ms)))), 1e-4)  # about 20 ms to estimate the per-call time
+    calls = int(min(10_000, max(1, math.ceil(rep_ms / samples / est))))
+    if calls == 1:  # long calls (>= rep_ms / samples): launch gaps don't matter, keep the run short
+        samples = int(max(10, min(samples, math.ceil(rep_ms / est))))
+    return quantiles([window(calls) for _ in range(samples)])
 
 
 def choose_method(timing: str, floor_s: float, launch_bound_us: float) -> str:
