@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from .reference import UnitTensors
-from .spec import InceptionSpec
+from .reference import block_reference
+from .spec import InceptionSpec, UnitTensors
 
 __all__ = ["PackedWeights", "pack_weights", "pack_weights_differentiable", "packed_reference"]
 
@@ -90,32 +89,22 @@ def _unpack(w: torch.Tensor) -> torch.Tensor:  # [K*K, Cin, Cout] -> [Cout, Cin,
 
 def packed_reference(x: torch.Tensor, p: PackedWeights, spec: InceptionSpec,
                      compute_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The block computed with PyTorch ops from packed weights.
+    """``reference.block_reference`` from packed weights.
 
     By default in fp32 for half inputs with the reduce maps rounded to the input dtype, as the
-    kernels do: the fused op's CPU implementation when Triton's interpreter is off, and the check
-    that packing is right. ``compute_dtype=x.dtype`` gives what unfused layers would compute (e.g.
-    under autocast); differentiable in ``x`` and every packed tensor, it is the op's backward.
+    kernels do: the op's ``impl="reference"`` and the check that packing is right.
+    ``compute_dtype=x.dtype`` gives what unfused layers would compute (e.g. under autocast);
+    differentiable in ``x`` and every packed tensor, it is the op's backward.
     """
     cdt = compute_dtype or (torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype)
-    xc = x.to(cdt)
     c1, c3r = spec.ch1x1, spec.ch3x3red
-    act = F.relu if spec.relu else (lambda t: t)
-
-    def conv(t, w, b):
-        w = _unpack(w).to(cdt)
-        y = F.conv2d(t, w, b.to(cdt), padding=w.shape[-1] // 2)
-        return act(y)
-
-    def round_trip(t):  # intermediate maps are held in the input dtype, as the kernel does
-        return t.to(x.dtype).to(cdt)
-
-    red = conv(xc, p.w_in.unsqueeze(0), p.b_in)
-    y1 = red[:, :c1]
-    y3 = conv(round_trip(red[:, c1:c1 + c3r]), p.w3, p.b3)
-    y5 = conv(round_trip(red[:, c1 + c3r:]), p.w5, p.b5)
-    yp = conv(F.max_pool2d(xc, 3, 1, 1), p.wp.unsqueeze(0), p.bp)
-    out = torch.cat([y1, y3, y5, yp], 1).to(x.dtype)
+    w_in = _unpack(p.w_in.unsqueeze(0)).to(cdt)
+    b_in = p.b_in.to(cdt)
+    reduce_cols = (slice(0, c1), slice(c1, c1 + c3r), slice(c1 + c3r, None))
+    (w1, b1), (wr3, br3), (wr5, br5) = ((w_in[s], b_in[s]) for s in reduce_cols)
+    convs = [(w1, b1), (wr3, br3), (_unpack(p.w3).to(cdt), p.b3.to(cdt)), (wr5, br5),
+             (_unpack(p.w5).to(cdt), p.b5.to(cdt)), (_unpack(p.wp.unsqueeze(0)).to(cdt), p.bp.to(cdt))]
+    out = block_reference(x.to(cdt), convs, spec.relu, hold=lambda t: t.to(x.dtype).to(cdt)).to(x.dtype)
     return out.contiguous(memory_format=conv_memory_format(x))
 
 

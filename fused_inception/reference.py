@@ -2,21 +2,22 @@
 
 ``ReferenceInception`` builds either the paper's block or torchvision's (its ``state_dict`` keys
 are exactly torchvision's ``Inception`` keys): the unfused block that ``fi.unconvert`` and the
-benchmarks run. ``inception_reference`` is the same computation as a function of raw tensors:
-the converter's check that a fused block computes what the original did (``convert.verify_block``).
+benchmarks run. ``block_reference`` is the block's math once, as a function of tensors and the
+block's wiring: from raw units (``inception_reference``, the converter's check that a fused block
+computes what the original did) and from packed weights (``packing.packed_reference``, the op's
+reference implementation and backward).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import InceptionSpec
+from .spec import InceptionSpec, UnitTensors
 
-__all__ = ["ConvUnit", "ReferenceInception", "UnitTensors", "inception_reference", "build_branches"]
+__all__ = ["ConvUnit", "INCEPTION_WIRING", "ReferenceInception", "block_reference", "build_branches",
+           "inception_reference"]
 
 
 class ConvUnit(nn.Module):
@@ -68,43 +69,43 @@ class ReferenceInception(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
-@dataclass(frozen=True)
-class UnitTensors:
-    """The raw tensors of one conv unit (BatchNorm applied with running statistics)."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None = None
-    bn_weight: torch.Tensor | None = None
-    bn_bias: torch.Tensor | None = None
-    bn_mean: torch.Tensor | None = None
-    bn_var: torch.Tensor | None = None
-    bn_eps: float = 1e-3
-
-    @property
-    def has_bn(self) -> bool:
-        return self.bn_mean is not None
+# The Inception block's wiring, the one piece of the block's math: per branch, an optional 3x3/s1
+# max-pool head, then a chain of conv units (indices into the six units: 1x1, 3x3-reduce, 3x3,
+# 5x5-reduce, 5x5, pool-proj); the branches are concatenated in this order.
+INCEPTION_WIRING: tuple[tuple[bool, tuple[int, ...]], ...] = ((False, (0,)), (False, (1, 2)), (False, (3, 4)),
+                                                              (True, (5,)))
 
 
-def _unit(x: torch.Tensor, u: UnitTensors, relu: bool, batch_stats: bool) -> torch.Tensor:
-    k = u.weight.shape[-1]
-    y = F.conv2d(x, u.weight, u.bias, padding=k // 2)
-    if u.has_bn:
-        mean, var = (None, None) if batch_stats else (u.bn_mean, u.bn_var)
-        y = F.batch_norm(y, mean, var, u.bn_weight, u.bn_bias, batch_stats, 0.0, u.bn_eps)
-    return F.relu(y) if relu else y
+def block_reference(x: torch.Tensor, convs, relu: bool, norm=None, hold=None,
+                    wiring=INCEPTION_WIRING) -> torch.Tensor:
+    """The block as PyTorch ops: ``convs[i]`` is unit i's (weight, bias or None); ``norm(i, y)``
+    applies unit i's BatchNorm where it has one (None: no BatchNorm, or folded into the convs);
+    ``hold(t)`` is applied to every map a conv hands to the next conv of its chain (the fused
+    kernels keep those maps in the input dtype). Differentiable in ``x`` and every tensor."""
+    outs = []
+    for pool, chain in wiring:
+        t = F.max_pool2d(x, 3, 1, 1) if pool else x
+        for j, i in enumerate(chain):
+            if j and hold is not None:
+                t = hold(t)
+            w, b = convs[i]
+            t = F.conv2d(t, w, b, padding=w.shape[-1] // 2)
+            if norm is not None:
+                t = norm(i, t)
+            t = F.relu(t) if relu else t
+        outs.append(t)
+    return torch.cat(outs, 1)
 
 
 def inception_reference(x: torch.Tensor, units: tuple[UnitTensors, ...], relu: bool,
                         batch_stats: bool = False) -> torch.Tensor:
-    """The Inception block from raw tensors; BatchNorm with running statistics, or with the
-    batch's own (training mode) when ``batch_stats``.
+    """``block_reference`` from the six units' raw tensors; BatchNorm with running statistics, or
+    with the batch's own (training mode) when ``batch_stats``."""
+    def norm(i: int, y: torch.Tensor) -> torch.Tensor:
+        u = units[i]
+        if not u.has_bn:
+            return y
+        mean, var = (None, None) if batch_stats else (u.bn_mean, u.bn_var)
+        return F.batch_norm(y, mean, var, u.bn_weight, u.bn_bias, batch_stats, 0.0, u.bn_eps)
 
-    ``units`` are (1x1, 3x3-reduce, 3x3, 5x5-reduce, 5x5, pool-proj). Differentiable in ``x`` and
-    every weight.
-    """
-    b1, r3, c3, r5, c5, pp = units
-    y1 = _unit(x, b1, relu, batch_stats)
-    y3 = _unit(_unit(x, r3, relu, batch_stats), c3, relu, batch_stats)
-    y5 = _unit(_unit(x, r5, relu, batch_stats), c5, relu, batch_stats)
-    yp = _unit(F.max_pool2d(x, 3, 1, 1), pp, relu, batch_stats)
-    return torch.cat([y1, y3, y5, yp], 1)
+    return block_reference(x, [(u.weight, u.bias) for u in units], relu, norm)

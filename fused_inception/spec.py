@@ -1,10 +1,15 @@
-"""The immutable description of one Inception block, and the nine GoogLeNet blocks."""
+"""The data model: the immutable description of one Inception block, the nine GoogLeNet blocks,
+and the raw tensors of one conv unit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["InceptionSpec", "GOOGLENET_BLOCKS", "GOOGLENET_SPATIAL", "googlenet_spec"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["InceptionSpec", "UnitTensors", "GOOGLENET_BLOCKS", "GOOGLENET_SPATIAL", "googlenet_spec"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,23 @@ class InceptionSpec:
     def torchvision(cls, *channels: int) -> InceptionSpec:
         """torchvision's block: conv without bias + BatchNorm(eps=1e-3) + ReLU, "5x5" is 3x3."""
         return cls(*channels, k3=3, k5=3, bias=False, batch_norm=True, bn_eps=1e-3, relu=True)
+
+
+@dataclass(frozen=True)
+class UnitTensors:
+    """The raw tensors of one conv unit (BatchNorm applied with running statistics)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    bn_weight: torch.Tensor | None = None
+    bn_bias: torch.Tensor | None = None
+    bn_mean: torch.Tensor | None = None
+    bn_var: torch.Tensor | None = None
+    bn_eps: float = 1e-3
+
+    @property
+    def has_bn(self) -> bool:
+        return self.bn_mean is not None
 
 
 # Szegedy et al. (2014), Table 1: (in, 1x1, 3x3red, 3x3, 5x5red, 5x5, pool_proj).

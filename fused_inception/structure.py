@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .reference import UnitTensors
-from .spec import InceptionSpec
+from .spec import InceptionSpec, UnitTensors
 
 __all__ = ["NotAnInceptionBlock", "ConvUnitParts", "InceptionParts", "fusion_bypasses", "parse_inception"]
 
