@@ -58,7 +58,7 @@ def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     from fused_inception import GOOGLENET_BLOCKS  # imported after the interpreter was switched on
 
     d = GPU_DEFAULTS if cuda else CPU_DEFAULTS
-    args.dtype = runner.resolve_common(args, d, cuda)
+    args.dtype, args.batches = runner.resolve_common(args, d, cuda)
     args.blocks = runner.parse_list(args.blocks or d["blocks"], GOOGLENET_BLOCKS, "block")
     args.layout = runner.parse_list(args.layout, ("channels_last", "nchw"), "layout")
     if args.spatial is None:

@@ -60,8 +60,8 @@ def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
     from fused_inception import GOOGLENET_BLOCKS  # imported after the interpreter was switched on
 
     d = GPU_DEFAULTS if cuda else CPU_DEFAULTS
-    dtypes = runner.resolve_common(args, d, cuda)
-    cases = [(dt, b) for dt in dtypes for b in args.batches]
+    dtypes, batches = runner.resolve_common(args, d, cuda)
+    cases = [(dt, b) for dt in dtypes for b in batches]
     extra = args.extra or d["extra"]
     if extra != "none":
         for item in runner.parse_list(extra, what="extra case"):

@@ -101,14 +101,15 @@ def parser(prog: str, doc: str, gpu: dict, cpu: dict, rep_ms: float, max_buffers
     return p
 
 
-def resolve_common(args: argparse.Namespace, d: dict, cuda: bool) -> list[str]:
-    """The shared options resolved for the mode whose defaults are ``d``; returns the dtypes."""
-    args.batches = parse_ints(args.batches or d["batches"], "batch size")
+def resolve_common(args: argparse.Namespace, d: dict, cuda: bool) -> tuple[list[str], list[int]]:
+    """The shared options resolved for the mode whose defaults are ``d``; returns the dtypes and
+    the batch sizes (which each script lays out its own way)."""
+    batches = parse_ints(args.batches or d["batches"], "batch size")
     args.providers = parse_list(args.providers or d["providers"], P.ALL_PROVIDERS, "provider")
     args.compile_mode = args.compile_mode or d["compile_mode"]
     if args.out is None and cuda:
         args.out = E.RESULTS_DIR
-    return parse_list(args.dtype or d["dtype"], E.DTYPE_CHOICES, "dtype")
+    return parse_list(args.dtype or d["dtype"], E.DTYPE_CHOICES, "dtype"), batches
 
 
 # -- progress -------------------------------------------------------------------------------------
