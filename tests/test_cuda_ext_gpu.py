@@ -40,7 +40,6 @@ from .helpers import (
 pytestmark = pytest.mark.gpu  # skipped without CUDA (conftest.py)
 
 
-
 def gpu_case(spec, n, h, w, dtype, layout="nchw", bias_shift=0.0, specials=False):
     """check_fused through the raw entry point (into a channel slice of a NaN buffer), then the
     same block and input through ``FusedInception(backend="cuda")``."""

@@ -15,7 +15,6 @@ from .helpers import DTYPES, check_fused, make_block, make_input, nan_output, or
 pytestmark = pytest.mark.gpu  # skipped without CUDA (conftest.py)
 
 
-
 def check(spec, n, h, w, dtype, layout, bias_shift=0.0, tf32=True):
     """check_fused with the kernel launched directly into a NaN-filled output, then the same block
     and input through the module."""
