@@ -13,6 +13,7 @@ import logging
 
 import pytest
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from fused_inception import FusedInception
 from fused_inception.ops import inception_forward
@@ -68,15 +69,43 @@ def test_op_rejects_bad_arguments():
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("dt", list(DTYPES))
-def test_differentiable_folding_equals_pack_weights(variant, dt):
-    """The folding used for gradients and under torch.compile gives the very bits of the cached,
-    torch.nn.utils.fusion-based packing."""
+def test_folding_equals_torch_fuse_conv_bn_weights(variant, dt):
+    """The package's one BatchNorm fold (hand-written so that autograd and Dynamo pass through it)
+    gives the very bits of torch.nn.utils.fusion.fuse_conv_bn_weights, laid out as the kernels read
+    them; pack_weights (the inference cache) is the same fold under no_grad."""
     block = make_block(VARIANTS[variant])
-    got = pack_weights_differentiable(block._parts.tensors(), DTYPES[dt])
-    want = pack_weights(block._parts.tensors(), DTYPES[dt])
-    for name, g, w in zip(PackedWeights._fields, got, want):
-        assert g.dtype == w.dtype and g.is_contiguous(), name
-        assert torch.equal(g, w), name
+    units = block._parts.tensors()
+    folded = []
+    for u in units:
+        w, b = u.weight.detach().float(), None if u.bias is None else u.bias.detach().float()
+        if u.has_bn:
+            w, b = fuse_conv_bn_weights(w, b, u.bn_mean.float(), u.bn_var.float(), u.bn_eps,
+                                        u.bn_weight.detach().float(), u.bn_bias.detach().float())
+        folded.append((w.detach(), torch.zeros(w.shape[0]) if b is None else b.detach()))
+
+    def gemm(w):  # [Cout, Cin, K, K] -> [K*K, Cin, Cout]
+        return w.permute(2, 3, 1, 0).reshape(-1, w.shape[1], w.shape[0]).to(DTYPES[dt])
+
+    (w1, b1), (wr3, br3), (w3, b3), (wr5, br5), (w5, b5), (wp, bp) = folded
+    want = PackedWeights(torch.cat([gemm(w1)[0], gemm(wr3)[0], gemm(wr5)[0]], 1), torch.cat([b1, br3, br5]),
+                         gemm(w3), b3, gemm(w5), b5, gemm(wp)[0], bp)
+    for packed in (pack_weights_differentiable(units, DTYPES[dt]), pack_weights(units, DTYPES[dt])):
+        for name, g, w in zip(PackedWeights._fields, packed, want):
+            assert g.dtype == w.dtype and g.is_contiguous(), name
+            assert torch.equal(g, w), name
+
+
+@pytest.mark.parametrize("impl", ["triton", "cuda"])
+def test_op_never_computes_under_a_kernels_name_off_its_device(impl, monkeypatch):
+    """impl="triton" on a CPU tensor outside the interpreter, or impl="cuda" off CUDA, raises: the op
+    never runs PyTorch ops while its caller believes a kernel ran."""
+    import fused_inception.ops as ops
+
+    monkeypatch.setattr(ops, "interpreting", lambda: False)
+    block = make_block(TV)
+    x = make_input(1, 4, 3, 3)
+    with pytest.raises(RuntimeError, match=f"impl='{impl}' runs on CUDA tensors, got one on cpu"):
+        inception_forward(*op_args(block, x, impl))
 
 
 def test_cache_survives_no_change_and_refreshes_on_change():
