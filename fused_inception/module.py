@@ -13,7 +13,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import cuda_ext
 from .kernels import interpreting, require_triton, triton_available
-from .ops import inception_forward
+from .ops import check_input, inception_forward
 from .packing import PackedWeights, conv_memory_format, pack_weights, pack_weights_differentiable
 from .reference import build_branches
 from .spec import InceptionSpec
@@ -246,18 +246,9 @@ class FusedInception(nn.Module):
 
     # -- input checks and backend choice ---------------------------------------------------------
     def _check_input(self, x: object, parts: InceptionParts) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"FusedInception expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"FusedInception expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"FusedInception expects a floating-point input (float16, bfloat16, float32 "
-                            f"or float64), got {x.dtype}")
-        if x.shape[1] != parts.spec.in_channels:
-            raise ValueError(f"FusedInception expects {parts.spec.in_channels} input channels, got "
-                             f"{x.shape[1]} (input shape {tuple(x.shape)})")
-        if x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError(f"FusedInception expects H and W >= 1, got input shape {tuple(x.shape)}")
+        """The op's input checks (the reference path does not reach the op), then what only the
+        module knows: its parameters' device and dtype."""
+        check_input(x, parts.spec.in_channels, "FusedInception")
         w = parts.units[0].conv.weight
         if w.device != x.device:
             raise ValueError(f"input is on {x.device} but the block's parameters are on {w.device}")

@@ -38,7 +38,7 @@ from .kernels import interpreting, require_triton
 from .packing import PackedWeights, conv_memory_format, packed_reference
 from .spec import InceptionSpec
 
-__all__ = ["inception_forward", "IMPLS"]
+__all__ = ["inception_forward", "IMPLS", "check_input"]
 
 IMPLS = ("triton", "cuda", "reference")
 
@@ -60,17 +60,32 @@ def _triton_forward(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec)
     return inception_forward_triton(x, packed, spec, pick_config(x, packed, spec))
 
 
+def check_input(x: object, in_channels: int, who: str) -> None:
+    """The block's input checks, in one place: the op's and the module's (whose reference path
+    never reaches the op). Cheap: no host sync."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{who} expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who} expects a floating-point input (float16, bfloat16, float32 or float64), "
+                        f"got {x.dtype}")
+    if x.shape[1] != in_channels:
+        raise ValueError(f"{who} expects {in_channels} input channels, got {x.shape[1]} (input shape "
+                         f"{tuple(x.shape)})")
+    if x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"{who} expects H and W >= 1, got input shape {tuple(x.shape)}")
+
+
 def _check_args(x: torch.Tensor, packed: tuple[torch.Tensor, ...], channels: list[int], k3: int,
                 k5: int, impl: str) -> None:
-    """The operator's own argument checks (cheap: shapes, dtypes, devices; no host sync)."""
+    """The operator's argument checks, shared by its fake implementation."""
     if impl not in IMPLS:
         raise ValueError(f"fused_inception::inception_forward: impl must be one of {IMPLS}, got {impl!r}")
     if len(channels) != 7:
         raise ValueError(f"fused_inception::inception_forward: channels must hold 7 ints, got {channels}")
     cin, c1, c3r, c3, c5r, c5, cp = channels
-    if x.dim() != 4 or x.shape[1] != cin:
-        raise ValueError(f"fused_inception::inception_forward: expected x of shape (N, {cin}, H, W), "
-                         f"got {tuple(x.shape)}")
+    check_input(x, cin, "fused_inception::inception_forward")
     expected = ((cin, c1 + c3r + c5r), (c1 + c3r + c5r,), (k3 * k3, c3r, c3), (c3,),
                 (k5 * k5, c5r, c5), (c5,), (cin, cp), (cp,))
     for name, t, shape in zip(PackedWeights._fields, packed, expected):

@@ -63,7 +63,7 @@ def test_op_rejects_bad_arguments():
     bad[1] = bad[1].double()
     with pytest.raises(TypeError, match="packed w_in is torch.float64"):
         inception_forward(*bad)
-    with pytest.raises(ValueError, match=r"expected x of shape \(N, 4, H, W\)"):
+    with pytest.raises(ValueError, match="fused_inception::inception_forward expects 4 input channels, got 5"):
         inception_forward(make_input(1, 5, 3, 3), *args[1:])
 
 

@@ -400,11 +400,7 @@ def inception_forward_triton(x: torch.Tensor, packed: PackedWeights, spec: Incep
     persistent grid (default: ``programs_per_sm`` per SM on a GPU, 4 in the interpreter, which
     runs programs one after another).
     """
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise TypeError(f"the Triton backend takes float16, bfloat16 or float32 input, got {x.dtype}")
-    n, cin, h, w = x.shape
-    if cin != spec.in_channels:
-        raise ValueError(f"expected {spec.in_channels} input channels, got {cin}")
+    n, cin, h, w = x.shape  # checked by the op (ops.check_input)
     if out is None:
         out = torch.empty((n, spec.out_channels, h, w), dtype=x.dtype, device=x.device,
                           memory_format=conv_memory_format(x))
