@@ -7,22 +7,13 @@ import torch
 from torch import nn
 
 
-def block_macs_per_pixel(spec) -> int:
-    """Multiply-accumulates per output pixel of one image: the three 1x1 convs that read ``x``
-    and the pool projection, plus the two KxK convs. Max-pool comparisons, bias and ReLU are not
-    counted (they are not tensor-core work)."""
-    s = spec
-    return (s.in_channels * (s.ch1x1 + s.ch3x3red + s.ch5x5red + s.pool_proj)
-            + s.k3 * s.k3 * s.ch3x3red * s.ch3x3 + s.k5 * s.k5 * s.ch5x5red * s.ch5x5)
-
-
 def block_flops(spec, n: int, h: int, w: int) -> int:
     """2*N*H*W*(Cin*(C1+C3r+C5r+Cp) + K3^2*C3r*C3 + K5^2*C5r*C5); pool comparisons excluded."""
-    return 2 * n * h * w * block_macs_per_pixel(spec)
+    return 2 * n * h * w * spec.macs_per_pixel
 
 
 def block_weight_elements(spec) -> int:
-    return block_macs_per_pixel(spec)  # one weight per multiply-accumulate of one pixel
+    return spec.macs_per_pixel  # one weight per multiply-accumulate of one pixel
 
 
 def block_bias_elements(spec) -> int:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 
-from counting import block_macs_per_pixel
-
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
 from fused_inception.kernels.schedule import COLUMNS, KINDS
 from fused_inception.kernels.tuning import default_config, schedule_for
@@ -30,7 +28,7 @@ def analyse_spec(s, hw: int, n: int, sms: int, cfg=None) -> dict:
     """``analyse`` for any block ``s`` on an ``hw`` x ``hw`` map."""
     cfg = cfg or default_config(s, n, hw, hw, sms)
     sched = schedule_for(s, n, hw, hw, cfg)
-    useful = n * hw * hw * block_macs_per_pixel(s)
+    useful = n * hw * hw * s.macs_per_pixel
     macs = {kind: 0 for kind in KINDS}
     for row in sched.items:
         m, nn, k = sched.item_mnk(row)

@@ -54,6 +54,14 @@ class InceptionSpec:
         return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
 
     @property
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates per output pixel of one image, the block's minimum work: the three
+        1x1 convs that read the input and the pool projection, plus the two KxK convs (max-pool
+        comparisons, bias and ReLU are not tensor-core work). Also its weight count."""
+        return (self.in_channels * (self.ch1x1 + self.ch3x3red + self.ch5x5red + self.pool_proj)
+                + self.k3 * self.k3 * self.ch3x3red * self.ch3x3 + self.k5 * self.k5 * self.ch5x5red * self.ch5x5)
+
+    @property
     def channels(self) -> tuple[int, int, int, int, int, int, int]:
         """The seven positional arguments of torchvision's ``Inception``."""
         return (self.in_channels, self.ch1x1, self.ch3x3red, self.ch3x3,

@@ -98,7 +98,7 @@ def test_bad_arguments_are_clear_errors():
 def test_flops_and_bytes_of_3a_by_hand():
     spec = googlenet_spec("3a")  # 192 -> 64 | 96->128 | 16->32 (3x3) | pool->32
     # MACs per pixel: 192*(64+96+16+32) + 9*96*128 + 9*16*32 = 39936 + 110592 + 4608
-    assert K.block_macs_per_pixel(spec) == 155136
+    assert spec.macs_per_pixel == 155136
     assert K.block_flops(spec, 2, 28, 28) == 2 * 2 * 28 * 28 * 155136 == 486_506_496
     b = K.block_min_bytes(spec, 2, 28, 28, elem=2)
     assert b["input"] == 2 * 192 * 784 * 2 == 602_112
@@ -110,7 +110,7 @@ def test_flops_and_bytes_of_3a_by_hand():
 
 def test_flops_of_a_true_5x5_and_paper_block():
     spec = InceptionSpec.paper(192, 64, 96, 128, 16, 32, 32)
-    assert K.block_macs_per_pixel(spec) == 39936 + 110592 + 25 * 16 * 32
+    assert spec.macs_per_pixel == 39936 + 110592 + 25 * 16 * 32
     odd = InceptionSpec(3, 1, 2, 4, 5, 6, 7, k3=1, k5=7)
     assert K.block_flops(odd, 1, 1, 1) == 2 * (3 * (1 + 2 + 5 + 7) + 1 * 2 * 4 + 49 * 5 * 6)
 
