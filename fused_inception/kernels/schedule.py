@@ -1,7 +1,7 @@
 """The kernel's work table: which item each ticket names, and what it waits for.
 
 Pure Python (no Triton): the launcher uploads this table, and the protocol simulation
-(``tests/test_schedule.py``), the performance model (``benchmarks/perf_model.py``) and the tiling
+(``tests/test_protocol.py``), the performance model (``benchmarks/perf_model.py``) and the tiling
 analysis read the same object, so none of them carries a copy of the decomposition.
 
 Pixels are flat over N*H*W (channels_last order) and cut into tiles of ``block_m`` rows; a tile
