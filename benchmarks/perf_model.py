@@ -11,8 +11,8 @@ simulated, ``programs_per_sm`` per SM), row by row, as is. An item is one K-loop
 waits an L2 round trip, the others cost max(MMA, L2 traffic, latency / (stages - 1)), or a round
 trip more each in the pool's single-buffered loop. MMA runs at the anchor rate times ``mma_eff``;
 tensor cores and L2 are shared equally by an SM's programs (a waiting program lends nothing: this
-errs slow for short items). L2 traffic: the bytes each item's loads request (``item_loads``, the
-count of ``tiling_analysis.load_bytes``: masked lanes move nothing; tested to agree), every KxK tap
+errs slow for short items). L2 traffic: the bytes each item's loads request (``tiling_analysis.item_loads``,
+the count the interpreter makes: masked lanes move nothing), every KxK tap
 from L2 (v4's sm_90 SASS: LDGSTS.E.BYPASS, cp.async.cg skips L1), the pool's plain LDGs served by L1
 where taps share rows (``pool_l1``), and the stores. Each atomic (ticket, release, tile acquired,
 split arrival) costs a round trip. Items are list-scheduled onto the persistent programs in ticket
@@ -54,14 +54,14 @@ import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from counting import block_flops, block_min_bytes  # noqa: E402
+from tiling_analysis import item_loads  # noqa: E402
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec  # noqa: E402
-from fused_inception.kernels.schedule import C3, C5, COLUMNS, P, Q, Schedule  # noqa: E402
+from fused_inception.kernels.schedule import C3, P, Q, Schedule  # noqa: E402
 from fused_inception.kernels.tuning import TileConfig, default_config, schedule_for  # noqa: E402
 
 
@@ -153,42 +153,6 @@ def _loop_s(iters: int, mma_s: float, mem_s: float, prm: Params, stages: int) ->
 
 # -- kernel v4 --------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=64)
-def item_loads(sched: Schedule, elem: int) -> tuple[tuple[int, ...], ...]:
-    """Per row of the table: (x or R bytes, weight bytes, other bytes, channels reduced, output
-    columns) its loads request, counted as ``tiling_analysis.load_bytes`` counts them (masked lanes,
-    i.e. taps outside the image, padding channels and columns, move nothing). Other: the table row,
-    and for the last split the bias (fp32) and the other splits' fp32 partials."""
-    s, h, w, bm = sched.spec, sched.h, sched.w, sched.block_m
-    p = np.arange(sched.n_tiles * bm).reshape(sched.n_tiles, bm)
-    ok, hh, ww = p < sched.pixels, (p % (h * w)) // w, p % w
-    rows = ok.sum(1)
-
-    def inside(k: int) -> np.ndarray:  # (tiles, taps): valid rows whose tap neighbour is in the image
-        d = [(t // k - k // 2, t % k - k // 2) for t in range(k * k)]
-        return np.stack([(ok & (hh + a >= 0) & (hh + a < h) & (ww + b >= 0) & (ww + b < w)).sum(1) for a, b in d], 1)
-
-    cums = {}
-    for kind in (P, Q, C3, C5):  # per chunk: channels, and rows x channels read; then prefix sums
-        ch, kk = sched.chunk_of(kind), np.arange(sched.k_chunks(kind))
-        if kind in (P, Q):
-            chans = np.minimum((kk + 1) * ch, s.in_channels) - kk * ch
-            a_rows = rows[:, None] if kind == P else inside(3).sum(1, keepdims=True)
-        else:
-            cred, k = (s.ch3x3red, s.k3) if kind == C3 else (s.ch5x5red, s.k5)
-            chans = np.clip(cred - (kk % -(-cred // ch)) * ch, 0, ch)
-            a_rows = inside(k)[:, kk // -(-cred // ch)]
-        cums[kind] = (np.concatenate([[0], np.cumsum(chans)]), np.pad(np.cumsum(a_rows * chans, 1), ((0, 0), (1, 0))))
-    n_cols = {P: s.ch1x1 + s.ch3x3red + s.ch5x5red, Q: s.pool_proj, C3: s.ch3x3, C5: s.ch5x5}
-    out = []
-    for kind, tile, c0, width, split, n_splits, _, _, _, k_lo, k_hi in sched.items:
-        (c_cum, a_cum), cols = cums[kind], max(0, min(c0 + width, n_cols[kind]) - c0)
-        kv, other = int(c_cum[k_hi] - c_cum[k_lo]), 4 * len(COLUMNS)
-        if split == n_splits - 1:
-            other += cols * 4 + (n_splits - 1) * int(rows[tile]) * width * 4
-        out.append((int(a_cum[tile, k_hi] - a_cum[tile, k_lo]) * elem, kv * cols * elem, other, kv, cols))
-    return tuple(out)
-
-
 def _v4_costs(sched: Schedule, cfg: TileConfig, gpu: Gpu, prm: Params, elem: int, grid: int):
     """(duration, combine, L2 bytes, requested load bytes) for every row of the table. ``combine``
     (read the other partials, add, epilogue) is paid once per split item, by its last split. L2

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, googlenet_spec
-from fused_inception.kernels.schedule import COLUMNS, KINDS
+from fused_inception.kernels.schedule import C3, C5, COLUMNS, KINDS, P, Q, Schedule
 from fused_inception.kernels.tuning import default_config, schedule_for
 
 
@@ -40,46 +42,49 @@ def analyse_spec(s, hw: int, n: int, sms: int, cfg=None) -> dict:
             "macs": done, "overhead": done / useful, "macs_by_kind": macs}
 
 
-def load_bytes(sched, elem: int) -> dict:
-    """The bytes the kernel's loads request for ``sched``, by item kind, counted as
-    ``work_count.py`` counts them in the interpreter (masked-in lanes times the element size):
-    the work-table row, x, its pool taps and R's KxK taps, weights, biases (fp32), and the split
-    partials (fp32) the last split reads back. Exact, from each item's pixel masks, so the byte targets can be checked
-    for every block and batch in seconds."""
-    import numpy as np
-
+def item_loads(sched: Schedule, elem: int) -> tuple[tuple[int, ...], ...]:
+    """Per row of the table: (x or R bytes, weight bytes, other bytes, channels reduced, output
+    columns) its loads request, counted as ``work_count.py`` counts them in the interpreter (masked
+    lanes, i.e. taps outside the image, padding channels and columns, move nothing; in the
+    interpreter the highest split arrives last). Other: the table row, and for the last split the
+    bias (fp32) and the other splits' fp32 partials. Exact, from each item's pixel masks, so the
+    byte targets can be checked for every block and batch in seconds."""
     s, h, w, bm = sched.spec, sched.h, sched.w, sched.block_m
     p = np.arange(sched.n_tiles * bm).reshape(sched.n_tiles, bm)
-    ok = p < sched.pixels
-    hh, ww = (p % (h * w)) // w, p % w
-
-    def inside(k: int, tap: int) -> np.ndarray:  # per tile: valid rows whose tap neighbour is in the image
-        dh, dw = tap // k - k // 2, tap % k - k // 2
-        return (ok & (hh + dh >= 0) & (hh + dh < h) & (ww + dw >= 0) & (ww + dw < w)).sum(1)
-
+    ok, hh, ww = p < sched.pixels, (p % (h * w)) // w, p % w
     rows = ok.sum(1)
-    pool_rows = sum(inside(3, t) for t in range(9))
-    taps = {k: [inside(k, t) for t in range(k * k)] for k in {s.k3, s.k5}}
-    wcols = {0: s.ch1x1 + s.ch3x3red + s.ch5x5red, 1: s.pool_proj, 2: s.ch3x3, 3: s.ch5x5}
-    red = {2: (s.ch3x3red, s.k3), 3: (s.ch5x5red, s.k5)}
-    out = {kind: 0 for kind in KINDS}
+
+    def inside(k: int) -> np.ndarray:  # (tiles, taps): valid rows whose tap neighbour is in the image
+        d = [(t // k - k // 2, t % k - k // 2) for t in range(k * k)]
+        return np.stack([(ok & (hh + a >= 0) & (hh + a < h) & (ww + b >= 0) & (ww + b < w)).sum(1) for a, b in d], 1)
+
+    cums = {}
+    for kind in (P, Q, C3, C5):  # per chunk: channels, and rows x channels read; then prefix sums
+        ch, kk = sched.chunk_of(kind), np.arange(sched.k_chunks(kind))
+        if kind in (P, Q):
+            chans = np.minimum((kk + 1) * ch, s.in_channels) - kk * ch
+            a_rows = rows[:, None] if kind == P else inside(3).sum(1, keepdims=True)
+        else:
+            cred, k = (s.ch3x3red, s.k3) if kind == C3 else (s.ch5x5red, s.k5)
+            chans = np.clip(cred - (kk % -(-cred // ch)) * ch, 0, ch)
+            a_rows = inside(k)[:, kk // -(-cred // ch)]
+        cums[kind] = (np.concatenate([[0], np.cumsum(chans)]), np.pad(np.cumsum(a_rows * chans, 1), ((0, 0), (1, 0))))
+    n_cols = {P: s.ch1x1 + s.ch3x3red + s.ch5x5red, Q: s.pool_proj, C3: s.ch3x3, C5: s.ch5x5}
+    out = []
     for kind, tile, c0, width, split, n_splits, _, _, _, k_lo, k_hi in sched.items:
-        chunk = sched.chunk_of(kind)
-        ncols = max(0, min(c0 + width, wcols[kind]) - c0)
-        total = 4 * len(COLUMNS)  # the item's row of the work table
-        for kk in range(k_lo, k_hi):
-            if kind < 2:
-                ch = min((kk + 1) * chunk, s.in_channels) - kk * chunk
-                a_rows = rows[tile] if kind == 0 else pool_rows[tile]
-            else:
-                c, k = red[kind]
-                tap, cc = divmod(kk, -(-c // chunk))
-                ch = max(0, min((cc + 1) * chunk, c) - cc * chunk)
-                a_rows = taps[k][tap][tile]
-            total += (a_rows + ncols) * max(ch, 0) * elem
-        if split == n_splits - 1:  # the epilogue: in the interpreter the highest split arrives last
-            total += ncols * 4 + (n_splits - 1) * rows[tile] * width * 4  # the other splits' partials
-        out[KINDS[kind]] += int(total)
+        (c_cum, a_cum), cols = cums[kind], max(0, min(c0 + width, n_cols[kind]) - c0)
+        kv, other = int(c_cum[k_hi] - c_cum[k_lo]), 4 * len(COLUMNS)
+        if split == n_splits - 1:
+            other += cols * 4 + (n_splits - 1) * int(rows[tile]) * width * 4
+        out.append((int(a_cum[tile, k_hi] - a_cum[tile, k_lo]) * elem, kv * cols * elem, other, kv, cols))
+    return tuple(out)
+
+
+def load_bytes(sched: Schedule, elem: int) -> dict:
+    """``item_loads`` summed by item kind."""
+    out = {kind: 0 for kind in KINDS}
+    for row, loads in zip(sched.items, item_loads(sched, elem)):
+        out[KINDS[row[0]]] += sum(loads[:3])
     return out
 
 

@@ -76,9 +76,10 @@ def test_v4_table_is_planned_for_the_simulated_grid():
 @pytest.mark.parametrize(("block", "n", "dtype"), [("3a", 1, torch.float16), ("4d", 256, torch.float16),
                                                    ("5b", 32, torch.float16), ("4e", 1, torch.float32)])
 def test_v4_bytes_agree_with_load_bytes(block, n, dtype):
-    """The model's loads are the bytes tiling_analysis.load_bytes counts (the interpreter's count):
-    exactly, item by item summed, split partials included; with every pool tap from L2
-    (pessimistic) the L2 traffic adds only the stores: a few % once the batch fills the GPU."""
+    """The model sums tiling_analysis's per-item loads (the interpreter's count: test_benchmarks.py)
+    with the dtype's element size, to exactly what load_bytes reports, split partials included;
+    with every pool tap from L2 (pessimistic) the L2 traffic adds only the stores: a few % once the
+    batch fills the GPU."""
     ta = bench_module("tiling_analysis")
     spec, hw = googlenet_spec(block), GOOGLENET_SPATIAL[block]
     elem = torch.empty((), dtype=dtype).element_size()
