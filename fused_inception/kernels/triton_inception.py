@@ -273,31 +273,15 @@ def inception_fwd_kernel(
     while ticket < n_items:
         row = table_ptr + ticket * NCOL
         width = tl.load(row + 3)
-        # One specialisation per column-block width: tail blocks (64/32/16) keep channel padding
-        # below 16 without shrinking the bulk of a branch.
-        if width == 16:
-            _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
-                  b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                  CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 16, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                  MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
-        elif width == 32:
-            if BN_MAX >= 32:
-                _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
-                      b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 32, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                      MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
-        elif width == 64:
-            if BN_MAX >= 64:
-                _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
-                      b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 64, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                      MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
-        else:
-            if BN_MAX >= 128:
-                _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr,
-                      b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow, n_tiles,
-                      CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, 128, BK, BKQ, BK3, BK5, TILE_TARGET, BN_MAX,
-                      MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
+        # One specialisation per column-block width (16, 32, 64, 128 up to BN_MAX): tail blocks keep
+        # channel padding below 16 without shrinking the bulk of a branch.
+        for bn in tl.static_range(16, BN_MAX + 1, 16):
+            if (bn & (bn - 1)) == 0:  # the powers of two only
+                if width == bn:
+                    _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr, w_in_ptr, b_in_ptr, w3_ptr, b3_ptr,
+                          w5_ptr, b5_ptr, wp_ptr, bp_ptr, NHW, H, W, sxn, sxc, sxh, sxw, son, soc, soh, sow,
+                          n_tiles, CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, bn, BK, BKQ, BK3, BK5,
+                          TILE_TARGET, BN_MAX, MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
         ticket = tl.atomic_add(state_ptr, 1)
     # The last program out leaves the state zero for the next launch on this stream: every other
     # program has counted itself finished, so none reads the state any more.
