@@ -19,8 +19,8 @@ from ..spec import InceptionSpec
 from . import interpreting
 from .schedule import Schedule, build_schedule, chunk
 
-__all__ = ["TileConfig", "autotune", "candidate_configs", "default_config", "dot_precision", "pick_config",
-           "schedule_for", "H100_SMS", "MIN_ITEMS"]
+__all__ = ["TileConfig", "autotune", "candidate_configs", "default_config", "default_graph_config", "dot_precision",
+           "graph_schedule_for", "pick_config", "schedule_for", "H100_SMS", "MIN_ITEMS"]
 
 H100_SMS = 132  # H100 SXM and H200: the SM count the CPU paths plan for
 MIN_ITEMS = 100  # work items a launch offers at least (split reductions make up the rest)
@@ -251,3 +251,30 @@ def pick_config(x: torch.Tensor, packed: PackedWeights, spec: InceptionSpec) -> 
         # No timing (switched off, or inside a CUDA graph capture): the batch-aware heuristic.
         return default_config(spec, n, h, w, sm_count(device_index(x)), x.dtype, _channels_last(x))
     return autotune(x, packed, spec)
+
+
+# -- the graph kernel (triton_graph.py) -----------------------------------------------------------
+def graph_schedule_for(graph, n: int, h: int, w: int, cfg: TileConfig, programs: int | None = None):
+    """The graph kernel's work table (``graph_schedule.build_graph_schedule``) for ``cfg`` with
+    ``programs`` persistent programs (default: ``cfg.programs_per_sm`` on each SM of an H100)."""
+    from .graph_schedule import build_graph_schedule
+
+    programs = H100_SMS * cfg.programs_per_sm if programs is None else programs
+    return build_graph_schedule(graph, n, h, w, cfg.block_m, cfg.block_n, cfg.block_k, cfg.split_k, programs)
+
+
+@functools.lru_cache(maxsize=1024)
+def default_graph_config(graph, n: int, h: int, w: int, sms: int = H100_SMS,
+                         dtype: torch.dtype | None = None) -> TileConfig:
+    """The graph kernel's one config, untuned: 64-pixel tiles, column blocks of 128 (64 in fp32,
+    whose fp32 operands take twice the registers and shared memory), one 32-channel reduction
+    chunk for every node (the kernel has a single BK; 48- and 96-channel maps pad by a third at
+    most), 4 warps, 2 stages. ``block_kr`` is unused by the graph kernel. As in ``default_config``,
+    reductions are split only when the launch would offer fewer than ``max(MIN_ITEMS, sms)`` items."""
+    fp32 = dtype == torch.float32
+    cfg = TileConfig(block_m=64, block_n=64 if fp32 else 128, block_k=32, block_kr=32, num_warps=4, num_stages=2)
+    items = len(graph_schedule_for(graph, n, h, w, cfg).items)
+    want = max(MIN_ITEMS, sms)
+    if 0 < items < want:
+        cfg = replace(cfg, split_k=min(MAX_SPLITS, -(-want // items)))
+    return cfg
