@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .reference import ReferenceInception, inception_reference
-from .structure import NotAnInceptionBlock, fusion_bypasses, parse_inception
+from .reference import ReferenceBlock, ReferenceInception, units_reference
+from .structure import InceptionParts, NotAnInceptionBlock, fusion_bypasses, parse_inception
+from .trace import parse_block, probe_size
 
 __all__ = ["ConversionReport", "convert", "unconvert", "verify_block"]
 
@@ -32,17 +33,18 @@ _HOOK_ATTRS = tuple(k for k, v in vars(nn.Module()).items() if "hook" in k)
 
 @dataclass
 class ConversionReport:
-    """What ``convert`` replaced, what it left alone and why, and what else it did (keyed by
-    module path)."""
+    """What ``convert`` replaced (and each block's kind: "googlenet", "A".."E", "fid-A", ...),
+    what it left alone and why, and what else it did (keyed by module path)."""
 
     replaced: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         s = f"fused_inception.convert: replaced {len(self.replaced)} block(s)"
         if self.replaced:
-            s += f" ({', '.join(self.replaced)})"
+            s += f" ({', '.join(f'{k} [{self.kinds[k]}]' if k in self.kinds else k for k in self.replaced)})"
         if self.skipped:
             s += "; skipped " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items())
         if self.notes:
@@ -50,15 +52,30 @@ class ConversionReport:
         return s
 
 
+_UNIT_PARTS = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d)
+
+
 def _looks_like_candidate(module: nn.Module) -> bool:
-    """Four children, the last starting with a max-pool: worth a report if it does not fit."""
+    """Worth a report if it does not fit, and worth tracing: GoogLeNet's shape (four children, the
+    last starting with a max-pool), or a module made only of conv units (``Conv2d``, or a module
+    with a ``.conv``) and pool/BN/ReLU modules, at least two units (Inception-v3's blocks). A whole
+    network (a ``Linear`` among its children) or a single conv unit is neither."""
     children = list(module.children())
-    if len(children) != 4:
-        return False
-    last = children[3]
-    while isinstance(last, nn.Sequential) and len(last) > 0:
-        last = last[0]
-    return isinstance(last, nn.MaxPool2d)
+    if len(children) == 4:
+        last = children[3]
+        while isinstance(last, nn.Sequential) and len(last) > 0:
+            last = last[0]
+        if isinstance(last, nn.MaxPool2d):
+            return True
+    units = 0
+    for child in children:
+        if isinstance(child, nn.Conv2d) or isinstance(getattr(child, "conv", None), nn.Conv2d):
+            units += 1
+        elif not isinstance(child, _UNIT_PARTS) and not (
+                isinstance(child, nn.Sequential) and all(isinstance(c, _UNIT_PARTS) or hasattr(c, "conv")
+                                                         for c in child)):
+            return False
+    return units >= 2
 
 
 def _probe_copy(block: nn.Module) -> nn.Module:
@@ -88,7 +105,7 @@ def verify_block(block: nn.Module, seed: int = 0) -> str | None:
         probe = _probe_copy(block)
     except Exception as e:  # noqa: BLE001 - e.g. an attribute that cannot be copied (a lock)
         return f"cannot make a probe copy to check it ({type(e).__name__}: {e})"
-    parts = parse_inception(probe)
+    parts = parse_block(probe)
     g = torch.Generator().manual_seed(seed)
     rand = (lambda shape, scale=1.0: torch.randn(shape, generator=g, dtype=torch.float64) * scale)
     for u in parts.units:
@@ -103,11 +120,11 @@ def verify_block(block: nn.Module, seed: int = 0) -> str | None:
             if u.bn.weight is not None:
                 u.bn.weight.copy_(rand(c).abs() + 0.5)
                 u.bn.bias.copy_(rand(c, 0.3))
-    x = rand((2, parts.spec.in_channels, 6, 7))
+    x = rand((2, parts.graph.in_channels, *probe_size(parts.graph)))
     for training in (False, True):
         mode = "training" if training else "eval"
         probe.train(training)
-        want = inception_reference(x, parts.tensors(), parts.spec.relu, batch_stats=training)
+        want = units_reference(x, parts.graph, parts.tensors(), batch_stats=training)
         with torch.random.fork_rng(devices=[]):
             try:
                 got = probe(x)
@@ -182,20 +199,25 @@ def convert(model: nn.Module, *, filter_fn: Callable[[str, nn.Module], bool] | N
     Returns the model (a new module if ``model`` itself is a block), or ``(model, ConversionReport)``
     with ``return_report=True``. The report is also logged on the ``fused_inception`` logger.
     """
-    from .module import FusedInception
+    from .fused_block import FusedBlock
+    from .module import FusedInception, FusedModule
 
     report = ConversionReport()
 
     def swap(path: str, module: nn.Module) -> nn.Module | None:
         key = path or "<root>"
-        if isinstance(module, FusedInception):
+        if isinstance(module, FusedModule):
             return None
         try:
-            parse_inception(module, path)
+            parts = parse_inception(module, path)
         except NotAnInceptionBlock as e:
-            if _looks_like_candidate(module):
-                report.skipped[key] = str(e)
-            return None
+            if not _looks_like_candidate(module):
+                return None
+            try:
+                parts = parse_block(module, path)
+            except NotAnInceptionBlock as e2:
+                report.skipped[key] = str(e2) if len(list(module.children())) != 4 else str(e)
+                return None
         except Exception as e:  # noqa: BLE001 - an odd module is skipped with a reason, never crashed on
             report.skipped[key] = f"could not be inspected: {type(e).__name__}: {e}"
             return None
@@ -209,7 +231,8 @@ def convert(model: nn.Module, *, filter_fn: Callable[[str, nn.Module], bool] | N
             if reason is not None:
                 report.skipped[key] = reason
                 return None
-            fused = FusedInception.from_module(module, backend=backend, verify=False)
+            cls = FusedInception if isinstance(parts, InceptionParts) else FusedBlock
+            fused = cls.from_module(module, backend=backend, verify=False)
         except Exception as e:  # noqa: BLE001
             report.skipped[key] = f"{type(e).__name__}: {e}"
             return None
@@ -217,12 +240,14 @@ def convert(model: nn.Module, *, filter_fn: Callable[[str, nn.Module], bool] | N
         if moved:
             report.notes[key] = f"the block's own {', '.join(moved)} moved to the fused block"
         report.replaced.append(key)
+        report.kinds[key] = parts.graph.kind
         return fused
 
     model, repeats = _replace_in_tree(model, swap)
     for path, first in repeats:  # later uses of one block instance share the first use's outcome
         if first in report.replaced:
             report.replaced.append(path)
+            report.kinds[path] = report.kinds[first]
         elif first in report.skipped:
             report.skipped[path] = report.skipped[first]
         else:
@@ -235,21 +260,26 @@ def convert(model: nn.Module, *, filter_fn: Callable[[str, nn.Module], bool] | N
 
 
 def unconvert(model: nn.Module) -> nn.Module:
-    """Replace, in place and recursively, every ``FusedInception`` by a plain PyTorch block with
-    the same branch modules (parameters and buffers shared, not copied), hooks and train/eval mode:
-    the block it was made from (by ``convert`` or ``from_module``), else a ``ReferenceInception``. For export to
-    other runtimes and for debugging. Returns the model (a new module if ``model`` is a fused block).
+    """Replace, in place and recursively, every fused block (``FusedInception``, ``FusedBlock``)
+    by a plain PyTorch block with the same submodules (parameters and buffers shared, not copied),
+    hooks and train/eval mode: the block it was made from (by ``convert`` or ``from_module``), else
+    a ``ReferenceInception`` or ``ReferenceBlock``. For export to other runtimes and for debugging.
+    Returns the model (a new module if ``model`` is a fused block).
     """
-    from .module import FusedInception
+    from .module import FusedInception, FusedModule
 
     def swap(path: str, module: nn.Module) -> nn.Module | None:
-        if not isinstance(module, FusedInception):
+        if not isinstance(module, FusedModule):
             return None
         block = module.__dict__.get("_source_block")
         if block is None:
-            block = ReferenceInception.__new__(ReferenceInception)
+            cls = ReferenceInception if isinstance(module, FusedInception) else ReferenceBlock
+            block = cls.__new__(cls)
             nn.Module.__init__(block)
-            block.spec = module.spec
+            if cls is ReferenceInception:
+                block.spec = module.spec
+            else:
+                block.graph = module.graph
         for name, child in module.named_children():
             setattr(block, name, child)
         _move_hooks(module, block)

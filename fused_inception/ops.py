@@ -34,11 +34,12 @@ import threading
 
 import torch
 
+from .graph import BlockGraph
 from .kernels import interpreting, require_triton
-from .packing import PackedWeights, conv_memory_format, packed_reference
+from .packing import PackedWeights, conv_memory_format, graph_offsets, graph_packed_reference, packed_reference
 from .spec import InceptionSpec
 
-__all__ = ["inception_forward", "IMPLS", "check_input"]
+__all__ = ["block_forward", "inception_forward", "IMPLS", "GRAPH_IMPLS", "check_input"]
 
 IMPLS = ("triton", "cuda", "reference")
 
@@ -163,3 +164,93 @@ def _backward(ctx, grad_out):
 
 
 inception_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# -- any block graph (Inception-v3 and pytorch-fid's blocks) ---------------------------------------
+# ``fused_inception::block_forward(x, weight, bias, graph, impl)``: the block ``BlockGraph.decode(graph)``
+# from the flat packed tensors of ``packing.pack_graph``. The graph travels as a list of ints, so
+# the fake implementation knows the output's channels and its (strided) size. The CUDA extension
+# computes GoogLeNet's block only: ``impl`` is "triton" or "reference".
+GRAPH_IMPLS = ("triton", "reference")
+_OP = "fused_inception::block_forward"
+
+
+def _check_graph_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, code: list[int],
+                      impl: str) -> tuple[BlockGraph, tuple[int, int]]:
+    """The graph operator's argument checks, shared by its fake implementation; returns the graph
+    and the output's (H, W)."""
+    if impl not in GRAPH_IMPLS:
+        raise ValueError(f"{_OP}: impl must be one of {GRAPH_IMPLS} (the CUDA extension computes GoogLeNet's "
+                         f"block only), got {impl!r}")
+    graph = BlockGraph.decode(list(code))
+    check_input(x, graph.in_channels, _OP)
+    size = graph.out_size(x.shape[2], x.shape[3])
+    n_w, n_b = graph_offsets(graph)[-1]
+    bias_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    for name, t, numel, dtype in (("weight", weight, n_w, x.dtype), ("bias", bias, n_b, bias_dtype)):
+        if t.dim() != 1 or t.numel() != numel:
+            raise ValueError(f"{_OP}: {name} must be flat with {numel} elements for this graph, got shape "
+                             f"{tuple(t.shape)}")
+        if t.dtype != dtype:
+            raise TypeError(f"{_OP}: {name} is {t.dtype}, expected {dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{_OP}: {name} is on {t.device}, x on {x.device}")
+    return graph, size
+
+
+def _graph_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, graph: BlockGraph) -> torch.Tensor:
+    require_triton()
+    from .kernels.triton_graph import block_forward_triton
+
+    return block_forward_triton(x, weight, bias, graph)
+
+
+@torch.library.custom_op(_OP, mutates_args=())
+def block_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, graph: list[int],
+                  impl: str) -> torch.Tensor:
+    g, _ = _check_graph_args(x, weight, bias, graph, impl)
+    if impl == "reference":
+        return graph_packed_reference(x, g, weight, bias)
+    if x.device.type == "cpu" and interpreting():
+        with _INTERPRETER_LOCK:
+            return _graph_triton(x, weight, bias, g)
+    if x.device.type != "cuda":
+        where = ("set TRITON_INTERPRET=1 before importing fused_inception to run the kernel in Triton's "
+                 "interpreter, or " if x.device.type == "cpu" else "")
+        raise RuntimeError(f"{_OP}: impl='triton' runs on CUDA tensors, got one on {x.device}; {where}"
+                           "use impl='reference'")
+    with torch.cuda.device(x.device):
+        return _graph_triton(x, weight, bias, g)
+
+
+@block_forward.register_fake
+def _(x, weight, bias, graph, impl):
+    g, (h, w) = _check_graph_args(x, weight, bias, graph, impl)
+    return torch.empty((x.shape[0], g.out_channels, h, w), dtype=x.dtype, device=x.device,
+                       memory_format=conv_memory_format(x))
+
+
+def _graph_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, graph, _ = inputs
+    ctx.save_for_backward(x, weight, bias)  # x is the only activation kept
+    ctx.graph = BlockGraph.decode(list(graph))
+
+
+def _graph_backward(ctx, grad_out):
+    saved = ctx.saved_tensors
+    wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
+    grads: list[torch.Tensor | None] = [None] * 3
+    if wanted:
+        def block(*primals):
+            args = list(saved)
+            for i, t in zip(wanted, primals):
+                args[i] = t
+            return graph_packed_reference(args[0], ctx.graph, args[1], args[2], compute_dtype=args[0].dtype)
+
+        _, vjp_fn = torch.func.vjp(block, *(saved[i] for i in wanted))
+        for i, g in zip(wanted, vjp_fn(grad_out)):
+            grads[i] = g
+    return (*grads, None, None)
+
+
+block_forward.register_autograd(_graph_backward, setup_context=_graph_setup_context)

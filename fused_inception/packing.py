@@ -10,10 +10,12 @@ from typing import NamedTuple
 
 import torch
 
-from .reference import block_reference
+from .graph import BlockGraph
+from .reference import block_reference, conv_unit
 from .spec import InceptionSpec, UnitTensors
 
-__all__ = ["PackedWeights", "pack_weights", "pack_weights_differentiable", "packed_reference"]
+__all__ = ["PackedWeights", "graph_offsets", "graph_packed_reference", "pack_graph", "pack_graph_differentiable",
+           "pack_weights", "pack_weights_differentiable", "packed_reference", "unpack_graph"]
 
 
 class PackedWeights(NamedTuple):
@@ -102,9 +104,12 @@ def packed_reference(x: torch.Tensor, p: PackedWeights, spec: InceptionSpec,
     b_in = p.b_in.to(cdt)
     reduce_cols = (slice(0, c1), slice(c1, c1 + c3r), slice(c1 + c3r, None))
     (w1, b1), (wr3, br3), (wr5, br5) = ((w_in[s], b_in[s]) for s in reduce_cols)
-    convs = [(w1, b1), (wr3, br3), (_unpack(p.w3).to(cdt), p.b3.to(cdt)), (wr5, br5),
-             (_unpack(p.w5).to(cdt), p.b5.to(cdt)), (_unpack(p.wp.unsqueeze(0)).to(cdt), p.bp.to(cdt))]
-    out = block_reference(x.to(cdt), convs, spec.relu, hold=lambda t: t.to(x.dtype).to(cdt)).to(x.dtype)
+    graph = spec.graph
+    convs = dict(zip(graph.convs, [(w1, b1), (wr3, br3), (_unpack(p.w3).to(cdt), p.b3.to(cdt)), (wr5, br5),
+                                   (_unpack(p.w5).to(cdt), p.b5.to(cdt)),
+                                   (_unpack(p.wp.unsqueeze(0)).to(cdt), p.bp.to(cdt))]))
+    out = block_reference(x.to(cdt), graph, lambda i, t: conv_unit(t, graph.nodes[i], *convs[i]),
+                          hold=lambda t: t.to(x.dtype).to(cdt)).to(x.dtype)
     return out.contiguous(memory_format=conv_memory_format(x))
 
 
@@ -115,3 +120,63 @@ def conv_memory_format(x: torch.Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.stride(1) < x.stride(2) and x.stride(1) < x.stride(3):
         return torch.channels_last
     return torch.contiguous_format
+
+
+# -- any block graph -----------------------------------------------------------------------------
+# The graph kernel reads every conv's folded weight from one flat tensor in the input dtype, conv
+# nodes in node order, each as [kh, kw, cin, cout] (row tap * cin + c, column = output channel:
+# the implicit GEMM's B), and every bias from one flat fp32 tensor: one pointer each, however many
+# convs the block has, and one cached pair per dtype.
+def graph_offsets(graph: BlockGraph) -> tuple[tuple[int, int], ...]:
+    """(weight offset, bias offset) in elements of each conv node, in ``graph.convs`` order; the
+    last pair is the two totals."""
+    out, w_off, b_off = [], 0, 0
+    for i in graph.convs:
+        node = graph.nodes[i]
+        out.append((w_off, b_off))
+        w_off += node.taps * node.cin * node.cout
+        b_off += node.cout
+    return (*out, (w_off, b_off))
+
+
+def pack_graph_differentiable(graph: BlockGraph, units: tuple[UnitTensors, ...],
+                              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat (weight, bias) of ``graph``'s conv nodes (``units`` in ``graph.convs`` order),
+    BatchNorm folded, differentiably."""
+    ws, bs = [], []
+    for u in units:
+        w, b = _fold(u, dtype)
+        ws.append(w.permute(2, 3, 1, 0).to(dtype).reshape(-1))
+        bs.append(b)
+    bias_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    return torch.cat(ws), torch.cat(bs).to(bias_dtype)
+
+
+@torch.no_grad()
+def pack_graph(graph: BlockGraph, units: tuple[UnitTensors, ...],
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same packing without an autograd graph: what the inference cache holds."""
+    return pack_graph_differentiable(graph, units, dtype)
+
+
+def unpack_graph(graph: BlockGraph, weight: torch.Tensor,
+                 bias: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Conv node index -> (weight [cout, cin, kh, kw], bias) as views of the flat tensors."""
+    offs = graph_offsets(graph)
+    out = {}
+    for i, (w0, b0) in zip(graph.convs, offs):
+        n = graph.nodes[i]
+        w = weight[w0:w0 + n.taps * n.cin * n.cout].reshape(*n.kernel, n.cin, n.cout).permute(3, 2, 0, 1)
+        out[i] = (w, bias[b0:b0 + n.cout])
+    return out
+
+
+def graph_packed_reference(x: torch.Tensor, graph: BlockGraph, weight: torch.Tensor, bias: torch.Tensor,
+                           compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``reference.block_reference`` from the flat packed tensors, with ``packed_reference``'s
+    precision rules: the graph op's ``impl="reference"`` and (``compute_dtype=x.dtype``) its backward."""
+    cdt = compute_dtype or (torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype)
+    convs = {i: (w.to(cdt), b.to(cdt)) for i, (w, b) in unpack_graph(graph, weight, bias).items()}
+    out = block_reference(x.to(cdt), graph, lambda i, t: conv_unit(t, graph.nodes[i], *convs[i]),
+                          hold=lambda t: t.to(x.dtype).to(cdt)).to(x.dtype)
+    return out.contiguous(memory_format=conv_memory_format(x))

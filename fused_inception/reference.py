@@ -2,33 +2,39 @@
 
 ``ReferenceInception`` builds either the paper's block or torchvision's (its ``state_dict`` keys
 are exactly torchvision's ``Inception`` keys): the unfused block that ``fi.unconvert`` and the
-benchmarks run. ``block_reference`` is the block's math once, as a function of tensors and the
-block's wiring: from raw units (``inception_reference``, the converter's check that a fused block
-computes what the original did) and from packed weights (``packing.packed_reference``, the op's
-reference implementation and backward).
+benchmarks run. ``block_reference`` is the math of every block once, as a function of tensors and
+the block's ``BlockGraph``: from raw units (``units_reference``, the converter's check that a fused
+block computes what the original did), from packed weights (``packing``'s references: the ops'
+reference implementations and backward) and from the modules themselves (the fused modules'
+reference path, which runs their BatchNorm and hooks).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .graph import BlockGraph, Conv, Pool
 from .spec import InceptionSpec, UnitTensors
 
-__all__ = ["ConvUnit", "INCEPTION_WIRING", "ReferenceInception", "block_reference", "build_branches",
-           "inception_reference"]
+__all__ = ["ConvUnit", "ReferenceBlock", "ReferenceInception", "block_reference", "build_branches", "conv_unit",
+           "pool2d", "units_reference"]
 
 
 class ConvUnit(nn.Module):
     """Conv2d [+ BatchNorm2d] [+ ReLU]; keys ``conv.*`` and ``bn.*`` like torchvision's BasicConv2d."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, bias: bool,
-                 batch_norm: bool, bn_eps: float, relu: bool, device=None, dtype=None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, *, bias: bool,
+                 batch_norm: bool, bn_eps: float, relu: bool, stride=1, padding=None, device=None,
+                 dtype=None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                              bias=bias, **factory)
+        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        padding = tuple(k // 2 for k in ks) if padding is None else padding  # "same" at stride 1
+        self.conv = nn.Conv2d(in_channels, out_channels, ks, stride=stride, padding=padding, bias=bias, **factory)
         self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps, **factory) if batch_norm else None
         self.relu = relu
 
@@ -69,43 +75,71 @@ class ReferenceInception(nn.Module):
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
 
 
-# The Inception block's wiring, the one piece of the block's math: per branch, an optional 3x3/s1
-# max-pool head, then a chain of conv units (indices into the six units: 1x1, 3x3-reduce, 3x3,
-# 5x5-reduce, 5x5, pool-proj); the branches are concatenated in this order.
-INCEPTION_WIRING: tuple[tuple[bool, tuple[int, ...]], ...] = ((False, (0,)), (False, (1, 2)), (False, (3, 4)),
-                                                              (True, (5,)))
+class ReferenceBlock(nn.Module):
+    """Any ``BlockGraph`` in plain PyTorch: one ``ConvUnit`` per conv node, registered under the
+    node's name (Inception-v3's names give torchvision's ``state_dict`` keys), the pools and the
+    concat as functional calls, like torchvision's Inception-v3 blocks."""
+
+    def __init__(self, graph: BlockGraph, device=None, dtype=None) -> None:
+        super().__init__()
+        self.graph = graph
+        for i in graph.convs:
+            node = graph.nodes[i]
+            if "." in node.name or not node.name:
+                raise ValueError(f"ReferenceBlock: unit name {node.name!r} must be a plain attribute name")
+            self.add_module(node.name, ConvUnit(node.cin, node.cout, node.kernel, bias=node.bias,
+                                                batch_norm=node.batch_norm, bn_eps=node.bn_eps, relu=node.relu,
+                                                stride=node.stride, padding=node.padding, device=device,
+                                                dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return block_reference(x, self.graph, lambda i, t: self._modules[self.graph.nodes[i].name](t))
 
 
-def block_reference(x: torch.Tensor, convs, relu: bool, norm=None, hold=None,
-                    wiring=INCEPTION_WIRING) -> torch.Tensor:
-    """The block as PyTorch ops: ``convs[i]`` is unit i's (weight, bias or None); ``norm(i, y)``
-    applies unit i's BatchNorm where it has one (None: no BatchNorm, or folded into the convs);
-    ``hold(t)`` is applied to every map a conv hands to the next conv of its chain (the fused
+def pool2d(t: torch.Tensor, node: Pool) -> torch.Tensor:
+    """A ``Pool`` node as PyTorch computes it."""
+    if node.kind == "max":
+        return F.max_pool2d(t, node.kernel, node.stride, node.padding, ceil_mode=node.ceil_mode)
+    return F.avg_pool2d(t, node.kernel, node.stride, node.padding, ceil_mode=node.ceil_mode,
+                        count_include_pad=node.count_include_pad)
+
+
+def block_reference(x: torch.Tensor, graph: BlockGraph, conv: Callable[[int, torch.Tensor], torch.Tensor],
+                    hold: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The block as PyTorch ops: ``conv(i, t)`` applies conv node ``i`` (its conv, BatchNorm and
+    ReLU) to ``t``; ``hold(t)`` is applied to every map one node hands to another (the fused
     kernels keep those maps in the input dtype). Differentiable in ``x`` and every tensor."""
-    outs = []
-    for pool, chain in wiring:
-        t = F.max_pool2d(x, 3, 1, 1) if pool else x
-        for j, i in enumerate(chain):
-            if j and hold is not None:
-                t = hold(t)
-            w, b = convs[i]
-            t = F.conv2d(t, w, b, padding=w.shape[-1] // 2)
-            if norm is not None:
-                t = norm(i, t)
-            t = F.relu(t) if relu else t
-        outs.append(t)
-    return torch.cat(outs, 1)
+    maps = {-1: x}
+    for i, node in enumerate(graph.nodes):
+        t = maps[node.src]
+        if node.src >= 0 and hold is not None:
+            t = hold(t)
+        maps[i] = pool2d(t, node) if isinstance(node, Pool) else conv(i, t)
+    return torch.cat([maps[i] for i in graph.outputs], 1)
 
 
-def inception_reference(x: torch.Tensor, units: tuple[UnitTensors, ...], relu: bool,
-                        batch_stats: bool = False) -> torch.Tensor:
-    """``block_reference`` from the six units' raw tensors; BatchNorm with running statistics, or
-    with the batch's own (training mode) when ``batch_stats``."""
-    def norm(i: int, y: torch.Tensor) -> torch.Tensor:
-        u = units[i]
-        if not u.has_bn:
-            return y
-        mean, var = (None, None) if batch_stats else (u.bn_mean, u.bn_var)
-        return F.batch_norm(y, mean, var, u.bn_weight, u.bn_bias, batch_stats, 0.0, u.bn_eps)
+def conv_unit(t: torch.Tensor, node: Conv, weight: torch.Tensor, bias: torch.Tensor | None,
+              norm: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """One conv unit: conv, then ``norm`` (its BatchNorm) where given, then ReLU if the node has it."""
+    t = F.conv2d(t, weight, bias, node.stride, node.padding)
+    if norm is not None:
+        t = norm(t)
+    return F.relu(t) if node.relu else t
 
-    return block_reference(x, [(u.weight, u.bias) for u in units], relu, norm)
+
+def units_reference(x: torch.Tensor, graph: BlockGraph, units: tuple[UnitTensors, ...],
+                    batch_stats: bool = False) -> torch.Tensor:
+    """``block_reference`` from the raw tensors of the conv nodes (``units[j]`` is conv node
+    ``graph.convs[j]``); BatchNorm with running statistics, or with the batch's own (training mode)
+    when ``batch_stats``."""
+    of = dict(zip(graph.convs, units))
+
+    def conv(i: int, t: torch.Tensor) -> torch.Tensor:
+        u = of[i]
+        norm = None
+        if u.has_bn:
+            mean, var = (None, None) if batch_stats else (u.bn_mean, u.bn_var)
+            norm = (lambda y: F.batch_norm(y, mean, var, u.bn_weight, u.bn_bias, batch_stats, 0.0, u.bn_eps))
+        return conv_unit(t, graph.nodes[i], u.weight, u.bias, norm)
+
+    return block_reference(x, graph, conv)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .graph import BlockGraph, Conv, Pool
+
 if TYPE_CHECKING:
     import torch
 
@@ -60,6 +62,20 @@ class InceptionSpec:
         comparisons, bias and ReLU are not tensor-core work). Also its weight count."""
         return (self.in_channels * (self.ch1x1 + self.ch3x3red + self.ch5x5red + self.pool_proj)
                 + self.k3 * self.k3 * self.ch3x3red * self.ch3x3 + self.k5 * self.k5 * self.ch5x5red * self.ch5x5)
+
+    @property
+    def graph(self) -> BlockGraph:
+        """The block as a ``BlockGraph``, with torchvision's submodule paths as unit names."""
+        unit = {"bias": self.bias, "batch_norm": self.batch_norm, "bn_eps": self.bn_eps, "relu": self.relu}
+        k3, k5 = self.k3, self.k5
+        nodes = (Conv("branch1", -1, self.in_channels, self.ch1x1, **unit),
+                 Conv("branch2.0", -1, self.in_channels, self.ch3x3red, **unit),
+                 Conv("branch2.1", 1, self.ch3x3red, self.ch3x3, k3, 1, k3 // 2, **unit),
+                 Conv("branch3.0", -1, self.in_channels, self.ch5x5red, **unit),
+                 Conv("branch3.1", 3, self.ch5x5red, self.ch5x5, k5, 1, k5 // 2, **unit),
+                 Pool(-1, "max", 3, 1, 1, ceil_mode=True, name="branch4.0"),
+                 Conv("branch4.1", 5, self.in_channels, self.pool_proj, **unit))
+        return BlockGraph("googlenet", self.in_channels, nodes, (0, 2, 4, 6))
 
     @property
     def channels(self) -> tuple[int, int, int, int, int, int, int]:

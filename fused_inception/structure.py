@@ -46,6 +46,10 @@ class InceptionParts:
     pool: nn.MaxPool2d
     spec: InceptionSpec
 
+    @property
+    def graph(self):
+        return self.spec.graph
+
     def tensors(self) -> tuple[UnitTensors, ...]:
         return tuple(u.tensors() for u in self.units)
 
