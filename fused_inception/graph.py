@@ -185,10 +185,29 @@ class BlockGraph:
 
     # -- structure ------------------------------------------------------------------------------
     def signature(self) -> tuple:
-        """The wiring without channel counts, names and BatchNorm settings: what a block's kind is."""
-        return (tuple((n.src, "conv", n.kernel, n.stride, n.padding) if isinstance(n, Conv) else
-                      (n.src, n.kind, n.kernel, n.stride, n.padding, n.count_include_pad and n.kind == "avg",
-                       n.ceil_mode and n.stride != (1, 1)) for n in self.nodes), self.outputs)
+        """The wiring without channel counts, names and BatchNorm settings: what a block's kind is.
+        Independent of the order the nodes were listed (traced) in: nodes are numbered as the
+        outputs reach them, each after its source; a node no output depends on makes it differ."""
+        number: dict[int, int] = {-1: -1}
+        order: list[int] = []
+
+        def visit(i: int) -> None:
+            if i not in number:
+                visit(self.nodes[i].src)
+                number[i] = len(order)
+                order.append(i)
+
+        for i in self.outputs:
+            visit(i)
+
+        def what(n: Conv | Pool) -> tuple:
+            if isinstance(n, Conv):
+                return ("conv", n.kernel, n.stride, n.padding)
+            return (n.kind, n.kernel, n.stride, n.padding, n.count_include_pad and n.kind == "avg",
+                    n.ceil_mode and n.stride != (1, 1))
+
+        return (tuple((number[self.nodes[i].src], what(self.nodes[i])) for i in order),
+                tuple(number[i] for i in self.outputs), len(order) == len(self.nodes))
 
     def with_units(self, **unit) -> BlockGraph:
         """The same graph with every conv's ``bias``/``batch_norm``/``bn_eps``/``relu`` replaced."""

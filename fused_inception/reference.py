@@ -77,23 +77,26 @@ class ReferenceInception(nn.Module):
 
 class ReferenceBlock(nn.Module):
     """Any ``BlockGraph`` in plain PyTorch: one ``ConvUnit`` per conv node, registered under the
-    node's name (Inception-v3's names give torchvision's ``state_dict`` keys), the pools and the
-    concat as functional calls, like torchvision's Inception-v3 blocks."""
+    node's name (Inception-v3's and GoogLeNet's names give torchvision's ``state_dict`` keys), the
+    pools and the concat as functional calls, like torchvision's Inception-v3 blocks."""
 
     def __init__(self, graph: BlockGraph, device=None, dtype=None) -> None:
         super().__init__()
         self.graph = graph
         for i in graph.convs:
             node = graph.nodes[i]
-            if "." in node.name or not node.name:
-                raise ValueError(f"ReferenceBlock: unit name {node.name!r} must be a plain attribute name")
-            self.add_module(node.name, ConvUnit(node.cin, node.cout, node.kernel, bias=node.bias,
-                                                batch_norm=node.batch_norm, bn_eps=node.bn_eps, relu=node.relu,
-                                                stride=node.stride, padding=node.padding, device=device,
-                                                dtype=dtype))
+            *parents, leaf = node.name.split(".")
+            owner: nn.Module = self
+            for part in parents:  # a dotted name (GoogLeNet's "branch2.0") lives in a container
+                if part not in owner._modules:
+                    owner.add_module(part, nn.Sequential())
+                owner = owner._modules[part]
+            owner.add_module(leaf, ConvUnit(node.cin, node.cout, node.kernel, bias=node.bias,
+                                            batch_norm=node.batch_norm, bn_eps=node.bn_eps, relu=node.relu,
+                                            stride=node.stride, padding=node.padding, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return block_reference(x, self.graph, lambda i, t: self._modules[self.graph.nodes[i].name](t))
+        return block_reference(x, self.graph, lambda i, t: self.get_submodule(self.graph.nodes[i].name)(t))
 
 
 def pool2d(t: torch.Tensor, node: Pool) -> torch.Tensor:

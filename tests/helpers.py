@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import itertools
 import sys
 from pathlib import Path
 
@@ -11,9 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from fused_inception import FusedInception, InceptionSpec
+from fused_inception import BlockGraph, FusedBlock, FusedInception, InceptionSpec
+from fused_inception.graph import Conv, inception_a, inception_b, inception_c, inception_d, inception_e
 from fused_inception.kernels.triton_inception import interpreting
-from fused_inception.reference import ReferenceInception
+from fused_inception.reference import ReferenceBlock, ReferenceInception
 
 CUDA = torch.cuda.is_available()
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -29,6 +32,36 @@ TINY_VARIANTS = {"torchvision": TINY_TV, "paper": TINY_PAPER}
 CUDA_SPEC = InceptionSpec(64, 32, 48, 64, 16, 32, 32)
 
 # GPU-only tests carry ``@pytest.mark.gpu``; conftest.py skips them without CUDA (one hook, one reason).
+
+def small_graph(graph: BlockGraph, cin: int = 5, couts=(3, 5, 7, 17)) -> BlockGraph:
+    """``graph`` with ``cin`` input channels and its convs' outputs cycling through ``couts`` (odd
+    counts, one above 16 for two column blocks of 16): every block kind at interpreter speed."""
+    chans, nodes, it = {-1: cin}, [], itertools.cycle(couts)
+    for i, node in enumerate(graph.nodes):
+        if isinstance(node, Conv):
+            node = dataclasses.replace(node, cin=chans[node.src], cout=next(it))
+            chans[i] = node.cout
+        else:
+            chans[i] = chans[node.src]
+        nodes.append(node)
+    return BlockGraph(graph.kind, cin, tuple(nodes), graph.outputs)
+
+
+# The block cases of every graph test: id -> (graph, n, h, w). Small maps with odd sides; the
+# stride-2 blocks get maps their valid (unpadded) windows fit.
+GRAPH_CASES = {
+    "A": (small_graph(inception_a(8, 4)), 2, 5, 6),
+    "B": (small_graph(inception_b(8)), 1, 9, 9),
+    "C": (small_graph(inception_c(8, 4), 3, (5, 3, 17, 7)), 2, 5, 6),
+    "D": (small_graph(inception_d(8)), 2, 7, 7),
+    "E": (small_graph(inception_e(8)), 1, 5, 6),
+    "fid-A": (small_graph(inception_a(8, 4, fid=True)), 2, 5, 6),
+    "fid-C": (small_graph(inception_c(8, 4, fid=True), 7), 1, 6, 5),
+    "fid-E1": (small_graph(inception_e(8, "avg_exclude_pad")), 2, 5, 6),
+    "fid-E2": (small_graph(inception_e(8, "max")), 1, 5, 6),
+    "googlenet-tv": (InceptionSpec(5, 3, 4, 5, 2, 17, 3).graph, 2, 5, 6),
+    "googlenet-paper": (InceptionSpec.paper(7, 3, 4, 5, 2, 7, 3).graph, 1, 6, 5),
+}
 
 TV_KEYS = {  # torchvision's Inception state_dict keys (BasicConv2d: conv + bn)
     f"{b}.{s}" for b in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")
@@ -91,16 +124,20 @@ def randomize_(module: nn.Module, bias_shift: float = 0.0) -> nn.Module:
     return module
 
 
-def make_block(spec: InceptionSpec, dtype=torch.float32, device="cpu", backend="auto",
-               bias_shift: float = 0.0) -> FusedInception:
-    block = FusedInception.from_spec(spec, backend=backend)
+def make_block(spec: InceptionSpec | BlockGraph, dtype=torch.float32, device="cpu", backend="auto",
+               bias_shift: float = 0.0) -> FusedInception | FusedBlock:
+    """A random fused block: ``FusedInception`` for a GoogLeNet spec, ``FusedBlock`` for a graph."""
+    if isinstance(spec, BlockGraph):
+        block = FusedBlock(spec, backend=backend)
+    else:
+        block = FusedInception.from_spec(spec, backend=backend)
     randomize_(block, bias_shift)
     return block.to(device=device, dtype=dtype).eval()
 
 
 def oracle(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The block in fp64 on CPU, through plain PyTorch modules (no fused code involved)."""
-    ref = ReferenceInception(block.spec).double()
+    ref = (ReferenceBlock(block.graph) if isinstance(block, FusedBlock) else ReferenceInception(block.spec)).double()
     ref.load_state_dict({k: v.detach().double().cpu() for k, v in block.state_dict().items()})
     ref.eval()
     with torch.no_grad():
@@ -164,13 +201,13 @@ def assert_matches(out: torch.Tensor, ref: torch.Tensor, tol: float, specials: b
     assert rel_err(out[finite], ref[finite]) < tol
 
 
-def check_fused(run, spec: InceptionSpec, n: int, h: int, w: int, dtype=torch.float32, layout="nchw",
+def check_fused(run, spec: InceptionSpec | BlockGraph, n: int, h: int, w: int, dtype=torch.float32, layout="nchw",
                 device="cpu", backend="auto", bias_shift: float = 0.0, specials: bool = False,
                 tf32: bool | None = None):
-    """Builds a random block of ``spec`` and an input (``layout``: see make_input; ``specials``:
-    add_specials), runs ``out = run(block, x)`` (a path that takes an ``out=`` writes into
-    nan_output's NaN-filled tensor) and compares ``out`` with the fp64 oracle within the dtype's
-    tolerance (``tf32``: see tolerance). Returns (block, x, out, ref)."""
+    """Builds a random block of ``spec`` (a GoogLeNet spec or any ``BlockGraph``) and an input
+    (``layout``: see make_input; ``specials``: add_specials), runs ``out = run(block, x)`` (a path
+    that takes an ``out=`` writes into nan_output's NaN-filled tensor) and compares ``out`` with the
+    fp64 oracle within the dtype's tolerance (``tf32``: see tolerance). Returns (block, x, out, ref)."""
     block = make_block(spec, dtype=dtype, device=device, backend=backend, bias_shift=bias_shift)
     x = make_input(n, spec.in_channels, h, w, dtype=dtype, device=device, layout=layout)
     if specials:
