@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .reference import ConvUnit, ReferenceInception
-from .spec import GOOGLENET_BLOCKS, googlenet_spec
+from ..reference import ConvUnit, ReferenceInception
+from ..spec import GOOGLENET_BLOCKS, googlenet_spec
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "InceptionAux", "googlenet"]
 
