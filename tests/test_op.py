@@ -16,10 +16,10 @@ import torch
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from fused_inception import FusedInception
-from fused_inception.ops import inception_forward
+from fused_inception.ops import block_forward, inception_forward
 from fused_inception.packing import PackedWeights, pack_weights, pack_weights_differentiable
 
-from .helpers import DTYPES, make_block, make_input, requires_interpreter
+from .helpers import DTYPES, GRAPH_CASES, make_block, make_input, requires_interpreter
 from .helpers import TINY_PAPER as PAPER
 from .helpers import TINY_TV as TV
 from .helpers import TINY_VARIANTS as VARIANTS
@@ -143,3 +143,38 @@ def test_forward_prints_and_logs_nothing(capfd, caplog):
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert not caplog.records
+
+
+# -- fused_inception::block_forward (any BlockGraph) ----------------------------------------------
+@pytest.mark.fast_cases("triton-fp32-B-channels_last", "triton-fp16-E-nchw", "reference-fp32-D-nchw")
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("kind", ["B", "D", "E"])
+@pytest.mark.parametrize("dt", list(DTYPES))
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=requires_interpreter), "reference"])
+def test_block_forward_opcheck(impl, dt, kind, layout):
+    """The graph op: schema, autograd, fake shapes and strides of strided (stride-2) blocks, AOT
+    dispatch with dynamic shapes."""
+    graph, n, h, w = GRAPH_CASES[kind]
+    dtype = DTYPES[dt]
+    block = make_block(graph)
+    x = make_input(n, graph.in_channels, h, w, dtype=dtype, layout=layout).requires_grad_()
+    weight, bias = block.packed_weights(dtype)
+    torch.library.opcheck(block_forward, (x, weight.clone().requires_grad_(), bias, graph.encode(), impl))
+
+
+def test_block_forward_rejects_bad_arguments():
+    graph, n, h, w = GRAPH_CASES["B"]  # stride 2 without padding: needs 3x3 at least
+    block = make_block(graph)
+    x = make_input(n, graph.in_channels, h, w)
+    weight, bias = block.packed_weights(x.dtype)
+    code = graph.encode()
+    with pytest.raises(ValueError, match="GoogLeNet's block only"):
+        block_forward(x, weight, bias, code, "cuda")
+    with pytest.raises(ValueError, match="must be flat with"):
+        block_forward(x, weight[:-1], bias, code, "reference")
+    with pytest.raises(TypeError, match="bias is torch.float16"):
+        block_forward(x, weight, bias.half(), code, "reference")
+    with pytest.raises(ValueError, match="not an encoded block graph"):
+        block_forward(x, weight, bias, code[:-1], "reference")
+    with pytest.raises(ValueError, match="too small"):
+        block_forward(make_input(1, graph.in_channels, 2, 5), weight, bias, code, "reference")
