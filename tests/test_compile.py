@@ -18,6 +18,7 @@ from fused_inception import FusedInception
 from .helpers import (
     CUDA_SPEC,
     DTYPES,
+    GRAPH_CASES,
     make_block,
     make_input,
     oracle,
@@ -31,7 +32,7 @@ from .helpers import TINY_TV as TV
 from .helpers import TINY_VARIANTS as VARIANTS
 
 pytestmark = pytest.mark.usefixtures("default_tiles")
-OP = torch.ops.fused_inception.inception_forward.default
+OPS = (torch.ops.fused_inception.inception_forward.default, torch.ops.fused_inception.block_forward.default)
 
 
 def _swap_to_reference_impl(graphs: list):
@@ -44,7 +45,7 @@ def _swap_to_reference_impl(graphs: list):
     def backend(gm: torch.fx.GraphModule, example_inputs):
         impls = []
         for node in gm.graph.nodes:
-            if node.op == "call_function" and node.target is OP:
+            if node.op == "call_function" and node.target in OPS:
                 impls.append(node.args[-1])
                 node.args = (*node.args[:-1], "reference")
         gm.recompile()
@@ -120,6 +121,43 @@ def test_compile_googlenet_fullgraph_fused(variant):
     # One graph whose nine ops ask for the Triton kernel. What ran is their reference impl (the
     # swap above), so last_backend, which the modules set while Dynamo traced them, is not checked.
     assert graphs == [["triton"] * 9]
+    assert rel_err(got, want) < tolerance(torch.float32)
+
+
+@requires_interpreter
+@pytest.mark.parametrize("kind", ["B", "fid-E2"])
+def test_compile_fused_block_inductor_runs_the_interpreter(kind):
+    """A FusedBlock under default torch.compile: one graph, the graph op an extern kernel (its fake
+    implementation gives the stride-2 output shape), BN folding compiled into the graph."""
+    torch._dynamo.reset()
+    graph, n, h, w = GRAPH_CASES[kind]
+    block = make_block(graph, bias_shift=0.2)
+    x = make_input(n, graph.in_channels, h, w)
+    with torch.no_grad():
+        want = block(x)
+        block.last_backend = None
+        got = torch.compile(block, fullgraph=True)(x)
+    assert block.last_backend == "triton"
+    assert rel_err(got, want) < 1e-6
+
+
+@requires_interpreter
+@pytest.mark.fast_cases("fid")
+@pytest.mark.parametrize("fid", [False, True], ids=["torchvision", "fid"])
+def test_compile_inception_v3_fullgraph_fused(fid):
+    """A converted Inception-v3 in one graph holding its eleven fused ops (run with impl="reference",
+    see _swap_to_reference_impl); matches the eager unconverted network."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = fi.models.fid_inception_v3().inception if fid else fi.models.inception_v3(aux_logits=False)
+    net = randomize_(net).eval()
+    fused = fi.convert(copy.deepcopy(net))
+    x = torch.randn(1, 3, 75, 75)
+    graphs: list[list[str]] = []
+    with torch.no_grad():
+        got = torch.compile(fused, fullgraph=True, backend=_swap_to_reference_impl(graphs))(x)
+        want = net(x)
+    assert graphs == [["triton"] * 11]
     assert rel_err(got, want) < tolerance(torch.float32)
 
 
