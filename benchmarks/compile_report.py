@@ -59,8 +59,8 @@ def capture_launch(x: torch.Tensor, block: FusedInception, cfg: tuning.TileConfi
     return seen["args"], seen["kwargs"]
 
 
-def compile_case(args, kwargs, arch: int):
-    fn = tk.inception_fwd_kernel
+def compile_case(args, kwargs, arch: int, fn=None):
+    fn = fn or tk.inception_fwd_kernel
     kwargs = dict(kwargs)
     options = {"num_warps": kwargs.pop("num_warps"), "num_stages": kwargs.pop("num_stages")}
     signature, constexprs, attrs = {}, {}, {}
@@ -127,6 +127,47 @@ def protocol_facts(ptx: str) -> dict:
             "spin_loops": sum(hi - lo <= 40 and any(lo <= i <= hi for i in acquires) for lo, hi in back)}
 
 
+# -- the graph kernel (triton_graph.py) ------------------------------------------------------------
+GRAPH_CASES = (("Mixed_5b", "fp16", "channels_last", 1), ("Mixed_7c", "fp32", "nchw", 1))
+
+
+def graph_report(arch: int, sms: int, cases=GRAPH_CASES) -> list[dict]:
+    """Compile facts of the graph kernel for Inception-v3 blocks: (block, dtype, layout, batch) each."""
+    from fused_inception.graph import INCEPTION_V3_BLOCKS
+    from fused_inception.kernels import triton_graph as tg
+    from fused_inception.packing import graph_offsets
+
+    rows = []
+    for name, dt, layout, n in cases:
+        graph, hw = INCEPTION_V3_BLOCKS[name]
+        dtype = DTYPES[dt]
+        x = torch.randn(n, graph.in_channels, hw, hw, dtype=dtype)
+        if layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
+        w_total, b_total = graph_offsets(graph)[-1]
+        cfg = tuning.default_graph_config(graph, n, hw, hw, sms, dtype)
+        seen = {}
+
+        def fake_run(*args, grid, warmup, seen=seen, **kwargs):
+            seen["args"], seen["kwargs"] = args, kwargs
+
+        real = tg.graph_fwd_kernel.run
+        tg.graph_fwd_kernel.run = fake_run
+        try:
+            tg.block_forward_triton(x, torch.zeros(w_total, dtype=dtype), torch.zeros(b_total), graph, cfg,
+                                    max_programs=sms * cfg.programs_per_sm)
+        finally:
+            tg.graph_fwd_kernel.run = real
+        kernel, secs = compile_case(seen["args"], seen["kwargs"], arch, tg.graph_fwd_kernel)
+        r = resources(kernel.asm["cubin"])
+        rows.append({"graph": name, "dtype": dt, "layout": layout, "n": n, "m": cfg.block_m, "nb": cfg.block_n,
+                     "k": cfg.block_k, "split": cfg.split_k, "warps": cfg.num_warps, "stages": cfg.num_stages,
+                     "regs": r.get("regs", -1), "spill": r.get("stack", -1), "smem": kernel.metadata.shared,
+                     **dot_facts(kernel), **protocol_facts(kernel.asm["ptx"]), "secs": f"{secs:.1f}",
+                     "sass": ",".join(f"{k}:{v}" for k, v in sorted(r["sass"].items()))})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--blocks", default=",".join(GOOGLENET_BLOCKS))
@@ -136,7 +177,13 @@ def main() -> None:
     p.add_argument("--arch", type=int, default=90, help="compute capability x10 (90: H100/H200, 80: A100)")
     p.add_argument("--sms", type=int, default=132)
     p.add_argument("--candidates", action="store_true", help="every autotune candidate, not the heuristic")
+    p.add_argument("--graph", action="store_true", help="the graph kernel (triton_graph.py) on GRAPH_CASES instead")
     a = p.parse_args()
+    if a.graph:
+        print(f"triton {triton.__version__}, sm_{a.arch}, graph kernel; one line per case, key=value")
+        for row in graph_report(a.arch, a.sms):
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        return
     dtype = DTYPES[a.dtype]
     print(f"triton {triton.__version__}, sm_{a.arch}, {a.dtype} {a.layout}; one line per case, key=value")
     for name in a.blocks.split(","):
