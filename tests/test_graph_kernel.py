@@ -77,6 +77,11 @@ BLOCKS = {
     "fid-E2": (small(inception_e(8, "max")), 1, 5, 6),
     "googlenet-tv": (InceptionSpec(5, 3, 4, 5, 2, 17, 3).graph, 2, 5, 6),
     "googlenet-paper": (InceptionSpec.paper(7, 3, 4, 5, 2, 7, 3).graph, 1, 6, 5),
+    # Not an Inception block: a conv that is both an output and a workspace, a padded stride-2 conv
+    # of x, a padded stride-2 max-pool to the output, a 3x1 conv reading a padded map.
+    "mixed": (BlockGraph("mixed", 5, (Conv("s2", -1, 5, 17, 3, 2, 1), Conv("k3", 0, 17, 7, 3, 1, 1),
+                                      Conv("k31", 1, 7, 3, (3, 1), 1, (1, 0), relu=False),
+                                      Pool(-1, "max", 3, 2, 1, name="pool")), (0, 2, 3)), 2, 7, 7),
 }
 
 

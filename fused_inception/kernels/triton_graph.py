@@ -324,6 +324,8 @@ def block_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     if max_programs is None:
         max_programs = sms * config.programs_per_sm if x.is_cuda else 4
     sched = graph_schedule_for(graph, n, h, w, config, max_programs)
+    if sched.ws_size >= 2**31:
+        raise ValueError(f"{sched.ws_size} workspace elements: the node table holds 32-bit offsets (split the batch)")
     n_items = len(sched.items)
     grid = max(1, min(n_items, max_programs))
     interp = interpreting()
