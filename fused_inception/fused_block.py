@@ -74,10 +74,6 @@ class FusedBlock(FusedModule):
         self.__dict__["_source_block"] = block  # what unconvert gives back; not a submodule
         return self
 
-    @property
-    def graph(self) -> BlockGraph:
-        return self._parts.graph
-
     def extra_repr(self) -> str:
         g = self.graph
         return (f"{g.kind}: {g.in_channels} -> {g.out_channels}, {len(g.convs)} convs, "

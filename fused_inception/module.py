@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import cuda_ext
+from .graph import BlockGraph
 from .kernels import interpreting, require_triton, triton_available
 from .ops import check_input, inception_forward
 from .packing import PackedWeights, conv_memory_format, pack_weights, pack_weights_differentiable
@@ -166,6 +167,11 @@ class FusedModule(nn.Module):
             raise NotAnInceptionBlock(f"{type(self).__name__}: a submodule was changed and the block no longer "
                                       f"fits the fused kernel: {b.error}")
         return b.parts
+
+    @property
+    def graph(self) -> BlockGraph:
+        """The block's ``BlockGraph``: its wiring, with the units' current settings."""
+        return self._parts.graph
 
     def __prepare_scriptable__(self):
         raise RuntimeError(_NO_TORCHSCRIPT)
