@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from fused_inception import BlockGraph, FusedBlock, FusedInception, InceptionSpec
-from fused_inception.graph import Conv, inception_a, inception_b, inception_c, inception_d, inception_e
+from fused_inception.graph import Conv, Pool, inception_a, inception_b, inception_c, inception_d, inception_e
 from fused_inception.kernels.triton_inception import interpreting
+from fused_inception.kernels.tuning import TileConfig
 from fused_inception.reference import ReferenceBlock, ReferenceInception
 
 CUDA = torch.cuda.is_available()
@@ -61,7 +62,15 @@ GRAPH_CASES = {
     "fid-E2": (small_graph(inception_e(8, "max")), 1, 5, 6),
     "googlenet-tv": (InceptionSpec(5, 3, 4, 5, 2, 17, 3).graph, 2, 5, 6),
     "googlenet-paper": (InceptionSpec.paper(7, 3, 4, 5, 2, 7, 3).graph, 1, 6, 5),
+    # Not an Inception block: a conv that is both an output and a workspace, a padded stride-2 conv
+    # of x, a padded stride-2 max-pool to the output, a 3x1 conv reading a padded map.
+    "mixed": (BlockGraph("mixed", 5, (Conv("s2", -1, 5, 17, 3, 2, 1), Conv("k3", 0, 17, 7, 3, 1, 1),
+                                      Conv("k31", 1, 7, 3, (3, 1), 1, (1, 0), relu=False),
+                                      Pool(-1, "max", 3, 2, 1, name="pool")), (0, 2, 3)), 2, 7, 7),
 }
+# The graph kernel's tests run 16-pixel tiles and 16-wide column blocks: many tiles crossing image
+# boundaries, and two column blocks for 17 channels.
+CFG16 = TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16)
 
 TV_KEYS = {  # torchvision's Inception state_dict keys (BasicConv2d: conv + bn)
     f"{b}.{s}" for b in ("branch1", "branch2.0", "branch2.1", "branch3.0", "branch3.1", "branch4.1")

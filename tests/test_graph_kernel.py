@@ -12,7 +12,6 @@ interpreter in a minute or two.
 from __future__ import annotations
 
 from dataclasses import replace
-from itertools import cycle
 
 import pytest
 import torch
@@ -20,23 +19,18 @@ import torch
 pytest.importorskip("triton")
 
 import fused_inception.kernels.triton_graph as tg  # noqa: E402
-from fused_inception import InceptionSpec  # noqa: E402
 from fused_inception.graph import (  # noqa: E402
     BlockGraph,
     Conv,
     Pool,
-    inception_a,
-    inception_b,
-    inception_c,
-    inception_d,
-    inception_e,
 )
 from fused_inception.kernels.triton_inception import launch_state  # noqa: E402
-from fused_inception.kernels.tuning import TileConfig  # noqa: E402
 from fused_inception.packing import conv_memory_format, graph_offsets, graph_packed_reference  # noqa: E402
 
 from .helpers import (  # noqa: E402
+    CFG16,
     DTYPES,
+    GRAPH_CASES,
     add_specials,
     assert_margin_untouched,
     assert_matches,
@@ -47,42 +41,6 @@ from .helpers import (  # noqa: E402
 )
 
 pytestmark = requires_interpreter
-
-CFG16 = TileConfig(block_m=16, block_n=16, block_k=16, block_kr=16)  # many tiles, two column blocks for 17
-
-
-def small(graph: BlockGraph, cin: int = 5, couts=(3, 5, 7, 17)) -> BlockGraph:
-    """``graph`` with ``cin`` input channels and its convs' outputs cycling through ``couts``."""
-    chans, nodes, it = {-1: cin}, [], cycle(couts)
-    for i, node in enumerate(graph.nodes):
-        if isinstance(node, Conv):
-            node = replace(node, cin=chans[node.src], cout=next(it))
-            chans[i] = node.cout
-        else:
-            chans[i] = chans[node.src]
-        nodes.append(node)
-    return BlockGraph(graph.kind, cin, tuple(nodes), graph.outputs)
-
-
-# id -> (graph, n, h, w)
-BLOCKS = {
-    "A": (small(inception_a(8, 4)), 2, 5, 6),
-    "B": (small(inception_b(8)), 1, 9, 9),
-    "C": (small(inception_c(8, 4), 3, (5, 3, 17, 7)), 2, 5, 6),
-    "D": (small(inception_d(8)), 2, 7, 7),
-    "E": (small(inception_e(8)), 1, 5, 6),
-    "fid-A": (small(inception_a(8, 4, fid=True)), 2, 5, 6),
-    "fid-C": (small(inception_c(8, 4, fid=True), 7), 1, 6, 5),
-    "fid-E1": (small(inception_e(8, "avg_exclude_pad")), 2, 5, 6),
-    "fid-E2": (small(inception_e(8, "max")), 1, 5, 6),
-    "googlenet-tv": (InceptionSpec(5, 3, 4, 5, 2, 17, 3).graph, 2, 5, 6),
-    "googlenet-paper": (InceptionSpec.paper(7, 3, 4, 5, 2, 7, 3).graph, 1, 6, 5),
-    # Not an Inception block: a conv that is both an output and a workspace, a padded stride-2 conv
-    # of x, a padded stride-2 max-pool to the output, a 3x1 conv reading a padded map.
-    "mixed": (BlockGraph("mixed", 5, (Conv("s2", -1, 5, 17, 3, 2, 1), Conv("k3", 0, 17, 7, 3, 1, 1),
-                                      Conv("k31", 1, 7, 3, (3, 1), 1, (1, 0), relu=False),
-                                      Pool(-1, "max", 3, 2, 1, name="pool")), (0, 2, 3)), 2, 7, 7),
-}
 
 
 def packed(graph: BlockGraph, dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,10 +79,10 @@ def run(graph, n, h, w_, dtype, layout="nchw", cfg=CFG16, specials=False, margin
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("kind", list(BLOCKS))
+@pytest.mark.parametrize("kind", list(GRAPH_CASES))
 def test_block_matches_fp64_reference(kind, dtype, layout):
     """Every block kind, into a NaN-filled output, against the fp64 reference."""
-    graph, n, h, w = BLOCKS[kind]
+    graph, n, h, w = GRAPH_CASES[kind]
     dt = DTYPES[dtype]
     x, wt, b, out = run(graph, n, h, w, dt, layout)
     assert_matches(out, reference(x, graph, wt, b), tolerance(dt))
@@ -134,7 +92,7 @@ def test_block_matches_fp64_reference(kind, dtype, layout):
 def test_strided_input_and_output_slice(kind):
     """A strided input view and an output that is a channel slice of a wider NaN buffer: general
     strides both ways, nothing written outside the slice."""
-    graph, n, h, w = BLOCKS[kind]
+    graph, n, h, w = GRAPH_CASES[kind]
     x, wt, b, out = run(graph, n, h, w, torch.float32, "sliced", margin=3)
     assert_matches(out, reference(x, graph, wt, b), tolerance(torch.float32))
 
@@ -142,7 +100,7 @@ def test_strided_input_and_output_slice(kind):
 def test_default_config_and_output_layout():
     """No config (the heuristic, 64-pixel tiles) and no ``out``: the output follows the input's
     memory format."""
-    graph, n, h, w = BLOCKS["D"]
+    graph, n, h, w = GRAPH_CASES["D"]
     for layout in ("nchw", "channels_last"):
         x = make_input(n, graph.in_channels, h, w, layout=layout)
         wt, b = packed(graph, torch.float32)
@@ -157,7 +115,7 @@ def test_default_config_and_output_layout():
 def test_nan_and_inf_inputs(kind, dtype):
     """NaN, +-inf and a whole pixel of -inf: NaN and infinities where the reference has them
     (pools: NaN propagates, padding never wins the max; ReLU keeps NaN)."""
-    graph, n, h, w = BLOCKS[kind]
+    graph, n, h, w = GRAPH_CASES[kind]
     dt = DTYPES[dtype]
     x, wt, b, out = run(graph, max(n, 2), h, w, dt, specials=True)
     assert_matches(out, reference(x, graph, wt, b), tolerance(dt), specials=True)
@@ -167,7 +125,7 @@ def test_nan_and_inf_inputs(kind, dtype):
 def test_splits_bit_identical_and_state_left_zero(kind):
     """Split reductions (split_k 3): two launches give the same bits, with no host reset between
     them (the first left the launch state zero), and agree with the unsplit kernel."""
-    graph, n, h, w = BLOCKS[kind]
+    graph, n, h, w = GRAPH_CASES[kind]
     cfg = replace(CFG16, split_k=3)
     sched = tg.graph_schedule_for(graph, n, h, w, cfg, 3)
     assert sched.max_splits == 3 and sched.n_slots > 0
@@ -186,13 +144,13 @@ def test_splits_bit_identical_and_state_left_zero(kind):
 @pytest.mark.parametrize("programs", [1, 40])
 def test_any_grid(programs):
     """One program (table order) and more programs than items: same result."""
-    graph, n, h, w = BLOCKS["E"]
+    graph, n, h, w = GRAPH_CASES["E"]
     x, wt, b, out = run(graph, n, h, w, torch.float32, max_programs=programs)
     assert_matches(out, reference(x, graph, wt, b), tolerance(torch.float32))
 
 
 def test_one_launch_per_forward(monkeypatch):
-    graph, n, h, w = BLOCKS["C"]
+    graph, n, h, w = GRAPH_CASES["C"]
     x = make_input(n, graph.in_channels, h, w)
     wt, b = packed(graph, torch.float32)
     launches = []
@@ -226,7 +184,7 @@ def test_unsupported_graphs_raise(graph, match):
 
 
 def test_bad_arguments_raise():
-    graph, n, h, w = BLOCKS["A"]
+    graph, n, h, w = GRAPH_CASES["A"]
     x = make_input(n, graph.in_channels, h, w)
     wt, b = packed(graph, torch.float32)
     with pytest.raises(ValueError, match="fp32, fp16 and bf16"):

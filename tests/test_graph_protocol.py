@@ -37,18 +37,18 @@ from .graph_protocol_sim import (  # noqa: E402
     record_graph_launch,
     static_faults,
 )
-from .test_graph_kernel import BLOCKS, CFG16  # noqa: E402
+from .helpers import CFG16, GRAPH_CASES  # noqa: E402
 
 SPLIT = replace(CFG16, split_k=3)
 # (id, block, config); the blocks' own n, h, w.
-SIM_CASES = [(k, k, CFG16) for k in BLOCKS] + [(f"{k}-split3", k, SPLIT) for k in ("A", "C", "D", "fid-E2")]
+SIM_CASES = [(k, k, CFG16) for k in GRAPH_CASES] + [(f"{k}-split3", k, SPLIT) for k in ("A", "C", "D", "fid-E2")]
 GRIDS = [("grid3-of-8", 3, 8), ("grid40-of-4", 40, 4), ("grid1", 1, 1)]
 
 
 @pytest.mark.parametrize("case", SIM_CASES, ids=[c[0] for c in SIM_CASES])
 def test_static_table_small(case):
     _, kind, cfg = case
-    graph, n, h, w = BLOCKS[kind]
+    graph, n, h, w = GRAPH_CASES[kind]
     for programs in (1, 40):
         launch = record_graph_launch(graph, n, h, w, cfg, programs)
         assert static_faults(launch) == []
@@ -108,7 +108,7 @@ def test_random_interleavings(case, grid, seed):
     """Two back-to-back launches on one state, each under a random interleaving."""
     _, kind, cfg = case
     gid, programs, resident = grid
-    graph, n, h, w = BLOCKS[kind]
+    graph, n, h, w = GRAPH_CASES[kind]
     launch = record_graph_launch(graph, n, h, w, cfg, programs)
     assert launch.grid == min(programs, len(launch.items)) and not any(launch.state)
     sim = GraphSim(launch)
@@ -122,7 +122,7 @@ def test_random_interleavings(case, grid, seed):
 
 # -- the checks can fail ----------------------------------------------------------------------------
 def _mutant(programs=1):
-    graph, n, h, w = BLOCKS["C"]  # a chain four convs deep: every kind of dependency
+    graph, n, h, w = GRAPH_CASES["C"]  # a chain four convs deep: every kind of dependency
     return record_graph_launch(graph, n, h, w, replace(CFG16, split_k=2), programs)
 
 
@@ -175,7 +175,7 @@ def test_double_cover_is_caught():
 
 
 def test_build_is_cached_and_deterministic():
-    graph, n, h, w = BLOCKS["E"]
+    graph, n, h, w = GRAPH_CASES["E"]
     args = (graph, n, h, w, 16, 16, 16, 2, 7)
     a = build_graph_schedule(*args)
     assert build_graph_schedule(*args) is a
