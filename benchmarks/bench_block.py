@@ -3,15 +3,18 @@
 
 Default (on a CUDA GPU): the nine GoogLeNet blocks at batch 1, 32 and 256 at their GoogLeNet map
 sizes, fp16, channels_last, torchvision-style blocks (BatchNorm, folded for every provider), eval
-mode, every provider. The run first measures its own ceilings (device copy bandwidth, matmul
-rate), checks each provider against an fp64 reference, then times it. Results: a table on stdout,
+mode, every provider. --family inception_v3 (or fid, pytorch-fid's variants) runs the eleven
+Inception-v3 blocks Mixed_5b..Mixed_7c instead, at batch 1, 50 and 256 at their 299x299 map sizes
+(35/17/8): the unfused block (fused_inception.ReferenceBlock) against its FusedBlock. The run
+first measures its own ceilings (device copy bandwidth, matmul rate), checks each provider against
+an fp64 reference, then times it. Results: a table on stdout,
 and JSON (every number and the environment), the table and a PNG under benchmarks/results/.
 
 Without CUDA it says so and what a GPU run prints, and runs a correctness pass instead (no
 timing): eager PyTorch, torch.compile (Inductor's C++ backend, default mode: without CUDA graphs
 max-autotune only adds autotuning time) and the fused Triton kernel in Triton's interpreter, at a tiny
-size (block 3a, batch 2, 5x5, fp32 by default; the interpreter is slow), and exits 0 when every
-check passes.
+size (block 3a, batch 2, 5x5, fp32 by default; --family inception_v3: Mixed_5b and Mixed_6a at
+batch 1, 5x5; the interpreter is slow), and exits 0 when every check passes.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ GPU_DEFAULTS = {"blocks": "all", "batches": "1,32,256", "dtype": "fp16", "spatia
                 "compile_mode": "max-autotune"}
 CPU_DEFAULTS = {"blocks": "3a", "batches": "2", "dtype": "fp32", "spatial": 5, "providers": ALL,
                 "compile_mode": "default"}
+FAMILIES = ("googlenet", "inception_v3", "fid")
+# What --family inception_v3 / fid change in the defaults of each mode (GPU, CPU).
+GRAPH_DEFAULTS = ({"batches": "1,50,256"}, {"blocks": "Mixed_5b,Mixed_6a", "batches": "1"})
 GPU_OUTPUT = ("a table per block, batch and dtype: median and p20-p80 time, TFLOP/s, GB/s, % of the roofline "
               "floor and the speedup over eager, eager-graph and torch.compile, saved with JSON and a PNG "
               "in benchmarks/results/")
@@ -43,45 +49,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = runner.parser("bench_block.py", __doc__, GPU_DEFAULTS, CPU_DEFAULTS, rep_ms=100, max_buffers=64,
                       buffer_what="input buffers", timings=("auto", "events", "loop"), timing_help=T.TIMING_HELP)
     modes = runner.defaults_help(GPU_DEFAULTS, CPU_DEFAULTS)
-    p.add_argument("--blocks", default=None, help="comma-separated GoogLeNet blocks "
-                   "(fused_inception.GOOGLENET_BLOCKS: 3a..5b) or 'all'" + modes("blocks"))
+    p.add_argument("--family", choices=FAMILIES, default="googlenet",
+                   help="the blocks: GoogLeNet's nine, torchvision's Inception-v3 eleven, or pytorch-fid's FID "
+                        f"variants of them [inception_v3/fid: batches GPU {GRAPH_DEFAULTS[0]['batches']}, CPU "
+                        f"{GRAPH_DEFAULTS[1]['batches']}; CPU blocks {GRAPH_DEFAULTS[1]['blocks']}]")
+    p.add_argument("--blocks", default=None, help="comma-separated blocks of the --family (googlenet: "
+                   "fused_inception.GOOGLENET_BLOCKS 3a..5b; inception_v3, fid: fused_inception.graph."
+                   "INCEPTION_V3_BLOCKS / FID_BLOCKS, Mixed_5b..Mixed_7c) or 'all'" + modes("blocks"))
     p.add_argument("--layout", default="channels_last", help="comma-separated memory layouts: channels_last, nchw")
     p.add_argument("--spatial", type=int, default=None,
-                   help="input height = width for every block [GPU: each block's GoogLeNet size, 28/14/7 for "
-                        f"224x224 images; CPU: {CPU_DEFAULTS['spatial']}]")
+                   help="input height = width for every block [GPU: each block's own size, 28/14/7 for "
+                        f"GoogLeNet's 224x224 images, 35/17/8 for Inception-v3's 299x299; CPU: "
+                        f"{CPU_DEFAULTS['spatial']}]")
     p.add_argument("--launch-bound-us", type=float, default=20.0,
                    help="--timing auto uses 'loop' below this roofline floor (microseconds)")
     return p.parse_args(argv)
 
 
+def block_table(fi, family: str) -> dict:
+    """Block name -> (its description: an InceptionSpec or a BlockGraph, its input H = W in the
+    family's network) for ``family``."""
+    if family == "googlenet":
+        return {b: (fi.googlenet_spec(b, "torchvision"), fi.GOOGLENET_SPATIAL[b]) for b in fi.GOOGLENET_BLOCKS}
+    from fused_inception.graph import FID_BLOCKS, INCEPTION_V3_BLOCKS
+
+    return dict(FID_BLOCKS if family == "fid" else INCEPTION_V3_BLOCKS)
+
+
 def resolve(args: argparse.Namespace, cuda: bool) -> argparse.Namespace:
-    from fused_inception import GOOGLENET_BLOCKS  # imported after the interpreter was switched on
+    import fused_inception as fi  # imported after the interpreter was switched on
 
     d = GPU_DEFAULTS if cuda else CPU_DEFAULTS
+    if args.family != "googlenet":
+        d = {**d, **GRAPH_DEFAULTS[0 if cuda else 1]}
     args.dtype, args.batches = runner.resolve_common(args, d, cuda)
-    args.blocks = runner.parse_list(args.blocks or d["blocks"], GOOGLENET_BLOCKS, "block")
+    table = block_table(fi, args.family)
+    args.blocks = runner.parse_list(args.blocks or d["blocks"], table, "block")
     args.layout = runner.parse_list(args.layout, ("channels_last", "nchw"), "layout")
     if args.spatial is None:
         args.spatial = d["spatial"]
     if args.spatial is not None and args.spatial < 1:
         raise ValueError("--spatial must be >= 1")
+    for b in args.blocks:  # a stride-2 block needs a 3x3 input at least
+        counting.block_graph(table[b][0]).out_size(args.spatial or table[b][1], args.spatial or table[b][1])
     return args
 
 
 class Runner(runner.CaseRunner):
+    def __init__(self, fi, args: argparse.Namespace, cuda: bool, device: torch.device | None = None) -> None:
+        super().__init__(fi, args, cuda, device)
+        self.table = block_table(fi, args.family)
+
     def run_case(self, block: str, batch: int, dtype_name: str, layout: str, progress: runner.Progress) -> dict:
         fi, args = self.fi, self.args
-        spec = fi.googlenet_spec(block, "torchvision")
-        hw = args.spatial or fi.GOOGLENET_SPATIAL[block]
+        desc, own_hw = self.table[block]  # an InceptionSpec (GoogLeNet) or a BlockGraph
+        hw = args.spatial or own_hw
+        ho, wo = counting.block_graph(desc).out_size(hw, hw)
         dtype, elem = E.torch_dtype(dtype_name), E.element_bytes(dtype_name)
         channels_last = layout == "channels_last"
         E.set_precision(dtype_name)
-        flops = counting.block_flops(spec, batch, hw, hw)
-        min_bytes = counting.block_min_bytes(spec, batch, hw, hw, elem)
+        flops = counting.block_flops(desc, batch, hw, hw)
+        min_bytes = counting.block_min_bytes(desc, batch, hw, hw, elem)
         tol = P.TOLERANCE_BLOCK[dtype_name]
-        case: dict = {"block": block, "batch": batch, "dtype": dtype_name, "layout": layout, "height": hw,
-                      "width": hw, "channels": list(spec.channels), "k3": spec.k3, "k5": spec.k5,
-                      "flops": flops, "min_bytes": min_bytes, "tolerance": tol, "providers": {}}
+        case: dict = {"block": block, "family": args.family, "batch": batch, "dtype": dtype_name, "layout": layout,
+                      "height": hw, "width": hw, "out_height": ho, "out_width": wo, "flops": flops,
+                      "min_bytes": min_bytes, "tolerance": tol, "providers": {}}
+        if args.family == "googlenet":
+            case.update(channels=list(desc.channels), k3=desc.k3, k5=desc.k5)
+        else:
+            case.update(kind=desc.kind, channels=[desc.in_channels, desc.out_channels])
         in_bytes = min_bytes["input"]
         if self.cuda:
             peak_flops = self.ceilings["matmul_tflops"][dtype_name] * 1e12
@@ -94,15 +130,16 @@ class Runner(runner.CaseRunner):
         else:
             method, nbuf = None, 1
 
-        seed = args.seed * 1000 + list(fi.GOOGLENET_BLOCKS).index(block)
+        seed = args.seed * 1000 + list(self.table).index(block)
         torch.manual_seed(seed)  # the block's conv weights (PyTorch's default init)
-        base = P.randomize_batch_norms(fi.ReferenceInception(spec).eval(), seed)
+        module = fi.ReferenceInception(desc) if args.family == "googlenet" else fi.ReferenceBlock(desc)
+        base = P.randomize_batch_norms(module.eval(), seed)
         ref_model = copy.deepcopy(base).to(device=self.device, dtype=torch.float64)
         gen = torch.Generator(self.device).manual_seed(seed + 7919 * batch)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
 
         def fresh() -> torch.Tensor:
-            x = torch.randn(batch, spec.in_channels, hw, hw, generator=gen, device=self.device)
+            x = torch.randn(batch, desc.in_channels, hw, hw, generator=gen, device=self.device)
             return x.to(dtype).contiguous(memory_format=fmt)
 
         inputs = [fresh() for _ in range(nbuf)]
@@ -129,6 +166,12 @@ class Runner(runner.CaseRunner):
 
 
 # -- output ---------------------------------------------------------------------------------------
+def _hw(c: dict) -> str:
+    """The input map, and the output map where a stride-2 block makes it smaller."""
+    out = (c.get("out_height", c["height"]), c.get("out_width", c["width"]))
+    return f"{c['height']}x{c['width']}" + ("" if out == (c["height"], c["width"]) else f"->{out[0]}x{out[1]}")
+
+
 def gpu_table(data: dict) -> str:
     out = []
     ce = data["ceilings"]
@@ -136,14 +179,15 @@ def gpu_table(data: dict) -> str:
     out.append(f"device: {env['gpu']['name']}  torch {env['torch']}  triton {env['triton']}  CUDA {env['torch_cuda']}")
     out.append(f"ceilings (measured in this run): copy {ce['copy_gbps']:.0f} GB/s (read + write), matmul "
                + ", ".join(f"{k} {v:.0f} TFLOP/s" for k, v in ce["matmul_tflops"].items()))
-    out.append("FLOPs: 2*N*H*W*(Cin*(C1+C3r+C5r+Cp) + K3^2*C3r*C3 + K5^2*C5r*C5), pool comparisons excluded. "
-               "Minimum bytes: input read once + output written once + weights once.")
+    out.append("FLOPs: 2 x the convs' multiply-accumulates (GoogLeNet: 2*N*H*W*(Cin*(C1+C3r+C5r+Cp) + "
+               "K3^2*C3r*C3 + K5^2*C5r*C5)), pools excluded. Minimum bytes: input read once + output written "
+               "once + weights once.")
     out.append("%floor = roofline floor (max of FLOPs/matmul rate, bytes/copy bandwidth) / measured median.")
     headers = ["provider", "check", "median us", "p20-p80 us", "TFLOP/s", "GB/s", "%floor", "x eager",
                "x best peer", "note"]
     rows: list = []
     for c in data["cases"]:
-        rows.append(f"{c['block']} N={c['batch']} {c['height']}x{c['width']} {c['dtype']} {c['layout']}: "
+        rows.append(f"{c['block']} N={c['batch']} {_hw(c)} {c['dtype']} {c['layout']}: "
                     f"{c['flops'] / 1e9:.3g} GFLOP, {c['min_bytes']['total'] / 1e6:.3g} MB, floor "
                     f"{R.fmt(c['floor_ms'] * 1e3)} us ({c['floor_bound']}-bound), timing {c['method']} over "
                     f"{c['buffers']} input buffers, best peer {c.get('best_peer') or '-'}")
@@ -165,7 +209,7 @@ def cpu_table(data: dict) -> str:
     for c in data["cases"]:
         for name, r in c["providers"].items():
             wall = (r.get("prepare_s") or 0) + (r.get("check_s") or 0)
-            rows.append([c["block"], c["batch"], f"{c['height']}x{c['width']}", c["dtype"], c["layout"], name,
+            rows.append([c["block"], c["batch"], _hw(c), c["dtype"], c["layout"], name,
                          r.get("status", "-").upper() if r.get("status") in ("mismatch", "error") else r.get("status"),
                          R.fmt(r.get("rel_err"), 2), f"{c['tolerance']:g}", R.fmt(wall, 2) if wall else "-",
                          r.get("message", "")[:70]])
@@ -196,8 +240,9 @@ def plot(data: dict, path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args, cuda, fi = runner.set_up_run("bench_block.py", parse_args(argv), resolve, GPU_OUTPUT)
     cases_runner = Runner(fi, args, cuda)
-    data = runner.start_run("bench_block", args, cuda, P.TOLERANCE_BLOCK, ceiling_dtypes=args.dtype,
-                            device=cases_runner.device)
+    name = "bench_block" + ("" if args.family == "googlenet" else f"_{args.family}")  # also the files' name
+    data = runner.start_run(name, args, cuda, P.TOLERANCE_BLOCK, ceiling_dtypes=args.dtype,
+                            device=cases_runner.device, family=args.family)
     cases_runner.ceilings = data.get("ceilings")
     if not cuda:
         data["note"] = ("CPU correctness pass: no timing. Providers that need CUDA are listed as unavailable. "

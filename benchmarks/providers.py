@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import counting
 import environment as E
 import torch
 from torch import nn
@@ -81,18 +82,21 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     in place. Fused blocks are left alone (their packing folds BN itself)."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    fused_types = E.fused_types()
+    from fused_inception.reference import ConvUnit
+
+    fused_types = counting.fused_block_types()
 
     def visit(m: nn.Module) -> None:
-        if fused_types and isinstance(m, fused_types):
+        if isinstance(m, fused_types):
             return
         conv, bn = getattr(m, "conv", None), getattr(m, "bn", None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
             if bn.training or conv.training:
                 raise RuntimeError("fold_batch_norms needs the model in eval mode")
             m.conv = fuse_conv_bn_eval(conv, bn)
-            # fused_inception's ConvUnit skips a None bn; torchvision's BasicConv2d calls it.
-            m.bn = None if "fused_inception" in type(m).__module__ else nn.Identity()
+            # fused_inception's ConvUnit skips a None bn; a BasicConv2d (torchvision's, or
+            # fused_inception.models.inception_v3's) calls it.
+            m.bn = None if isinstance(m, ConvUnit) else nn.Identity()
         for child in m.children():
             visit(child)
 
@@ -114,7 +118,7 @@ PROVIDER_HELP = (
     "eager-graph: the same captured in CUDA graphs and replayed; "
     "compile: torch.compile of the eager module (--compile-mode); "
     "fused-triton / fused-cuda: fused_inception.convert(..., backend='triton'/'cuda') "
-    "(fused-cuda only when the CUDA extension imports and builds); "
+    "(fused-cuda only when the CUDA extension imports and builds, and only for GoogLeNet's blocks); "
     "fused-triton-graph / fused-cuda-graph: the fused module captured in CUDA graphs."
 )
 
@@ -232,7 +236,7 @@ class Provider:
         if self.fused_module is None:
             return {}
         return {path or "<root>": m.last_backend for path, m in self.fused_module.named_modules()
-                if isinstance(m, E.fused_types())}
+                if isinstance(m, counting.fused_block_types())}
 
     def backends_ok(self) -> str | None:
         """None when every fused block ran the backend it was meant to (no silent fallback)."""
@@ -245,6 +249,15 @@ class Provider:
         if wrong:
             return f"unexpected backend in fused blocks {wrong} (wanted {want!r})"
         return None
+
+
+def graph_block_kinds(model: nn.Module) -> list[str]:
+    """The kinds ("A".."E", "fid-A", ...) of the blocks ``convert`` would make ``FusedBlock``s of
+    (every block that is not GoogLeNet's), found on a copy without the probe check."""
+    import fused_inception as fi
+
+    _, report = fi.convert(copy.deepcopy(model), backend="reference", verify=False, return_report=True)
+    return sorted(set(report.kinds.values()) - {"googlenet"})
 
 
 def build_provider(name: str, model: nn.Module, *, dtype: torch.dtype, channels_last: bool,
@@ -263,6 +276,8 @@ def build_provider(name: str, model: nn.Module, *, dtype: torch.dtype, channels_
         raise ValueError(f"unknown provider {name!r}; choose from {ALL_PROVIDERS}")
     graph = name.endswith("-graph")
     base = name.removesuffix("-graph")
+    if _expected_backend(name) == "cuda" and (kinds := graph_block_kinds(model)):
+        raise ProviderUnavailableError(f"the CUDA extension computes GoogLeNet blocks only, not {'/'.join(kinds)}")
     if device.type != "cuda" and name not in CPU_PROVIDERS:
         raise ProviderUnavailableError("needs CUDA")
     if device.type != "cuda" and name == "fused-triton" and not E.interpreter_on():
@@ -284,11 +299,12 @@ def build_provider(name: str, model: nn.Module, *, dtype: torch.dtype, channels_
         fused_module = m
         if cpu_fused_blocks is not None and "all" not in cpu_fused_blocks:
             interpreted = frozenset(cpu_fused_blocks)
-            paths = {p for p, sub in m.named_modules() if isinstance(sub, fi.FusedInception)}
+            fused_types = counting.fused_block_types()
+            paths = {p for p, sub in m.named_modules() if isinstance(sub, fused_types)}
             if not interpreted <= paths:
                 raise ValueError(f"no fused block at {sorted(interpreted - paths)}; fused blocks: {sorted(paths)}")
             for path, sub in m.named_modules():
-                if isinstance(sub, fi.FusedInception) and path not in interpreted:
+                if isinstance(sub, fused_types) and path not in interpreted:
                     sub.backend = "reference"
     m = m.to(device=device, dtype=dtype)
     if channels_last:

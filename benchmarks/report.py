@@ -184,13 +184,14 @@ def summarize_block(data: dict) -> str:
     headers = ["block", "N", "dtype", "method", "best peer us", "best peer"]
     for p in fused:
         headers += [f"{p} us", "x peer", "%floor"]
-    title = f"bench_block: {data.get('env', {}).get('gpu', {}).get('name', 'no GPU')}"
+    title = f"{data.get('benchmark', 'bench_block')}: {data.get('env', {}).get('gpu', {}).get('name', 'no GPU')}"
     if not data.get("complete", False):
         title += "  (INCOMPLETE: the run stopped early)"
     return title + "\n" + format_table(headers, rows, right=range(1, len(headers)))
 
 
 def summarize_googlenet(data: dict) -> str:
+    """A whole network's results (bench_googlenet.py, bench_inception_v3.py)."""
     rows = []
     providers = list(dict.fromkeys(p for c in data.get("cases", []) for p in c["providers"]))
     for c in data.get("cases", []):
@@ -204,7 +205,7 @@ def summarize_googlenet(data: dict) -> str:
         row += [best or "-", fmt(fused_best) if fused_best else "-"]
         rows.append(row)
     headers = ["dtype", "N", "img", *[f"{p} img/s" for p in providers], "best peer", "best fused x peer"]
-    title = f"bench_googlenet: {data.get('env', {}).get('gpu', {}).get('name', 'no GPU')}"
+    title = f"{data.get('benchmark', 'bench_googlenet')}: {data.get('env', {}).get('gpu', {}).get('name', 'no GPU')}"
     if not data.get("complete", False):
         title += "  (INCOMPLETE: the run stopped early)"
     return title + "\n" + format_table(headers, rows, right=range(1, len(headers)))
@@ -220,7 +221,8 @@ def summarize(paths: Sequence[str]) -> int:
             continue
         data = json.loads(path.read_text())
         kind = data.get("benchmark")
-        print(summarize_block(data) if kind == "bench_block" else summarize_googlenet(data))
+        # bench_block[_<family>]: per block; bench_googlenet, bench_inception_v3: per network case
+        print(summarize_block(data) if kind.startswith("bench_block") else summarize_googlenet(data))
         print()
     return status
 

@@ -1,6 +1,6 @@
-"""The driver bench_block.py and bench_googlenet.py share: their common options, setting up a
-run (CUDA or the CPU pass), running the cases with progress, checking and timing each provider,
-and writing the results."""
+"""The driver the benchmark scripts share: their common options, setting up a run (CUDA or the
+CPU pass), running the cases with progress, checking and timing each provider, and writing the
+results. ``networks.py`` adds what the whole-network scripts share."""
 
 from __future__ import annotations
 
@@ -314,3 +314,4 @@ class CaseRunner:
 
     def add_rates(self, case: dict, r: dict) -> None:
         raise NotImplementedError
+

@@ -33,16 +33,23 @@ def run_script(script: str, *args: str, timeout: float = 180) -> subprocess.Comp
 
 
 # -- the scripts as CI runs them -------------------------------------------------------------------
-@pytest.mark.parametrize("script,option", [("bench_block.py", "--providers"), ("bench_googlenet.py", "--providers"),
-                                           ("sanitize_cases.py", "--quick")],
-                         ids=["bench_block", "bench_googlenet", "sanitize_cases"])
+@pytest.mark.parametrize("script,option", [("bench_block.py", "--family"), ("bench_googlenet.py", "--providers"),
+                                           ("bench_inception_v3.py", "--fid"), ("sanitize_cases.py", "--quick")],
+                         ids=["bench_block", "bench_googlenet", "bench_inception_v3", "sanitize_cases"])
 def test_help(script, option):
     r = run_script(script, "--help", timeout=60)
     assert r.returncode == 0, r.stderr
     assert option in r.stdout and "usage" in r.stdout
 
 
-def _check_cpu_run(r: subprocess.CompletedProcess, json_path: Path, cpu_providers: tuple[str, ...]) -> dict:
+# Why the CUDA-only providers are unavailable in the CPU pass; the fused-cuda ones on graph blocks
+# (Inception-v3's) say that the extension computes GoogLeNet's block only, whatever the device.
+NEEDS_CUDA = {"eager-graph": "needs CUDA", "fused-triton-graph": "needs CUDA", "fused-cuda": "needs CUDA"}
+NOT_GRAPH = "the CUDA extension computes GoogLeNet blocks only, not "
+
+
+def _check_cpu_run(r: subprocess.CompletedProcess, json_path: Path, cpu_providers: tuple[str, ...],
+                   unavailable: dict[str, str] = NEEDS_CUDA) -> dict:
     assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr[-3000:]}"
     if not CUDA:  # says why there is no timing, and what a GPU run would have printed
         assert "timings need a CUDA GPU" in r.stdout and "On a GPU this prints " in r.stdout
@@ -56,8 +63,9 @@ def _check_cpu_run(r: subprocess.CompletedProcess, json_path: Path, cpu_provider
             assert prov[name]["status"] == "ok", prov[name]
             assert 0 < prov[name]["rel_err"] <= data["tolerance"][case["dtype"]]
             assert "median_ms" not in prov[name]  # no timing without CUDA
-        for name in ("eager-graph", "fused-triton-graph", "fused-cuda"):
-            assert prov[name] == {"group": prov[name]["group"], "status": "unavailable", "message": "needs CUDA"}
+        for name, why in unavailable.items():
+            assert prov[name]["status"] == "unavailable" and prov[name]["message"].startswith(why), prov[name]
+            assert set(prov[name]) == {"group", "status", "message"}
     return data
 
 
@@ -82,6 +90,52 @@ def test_bench_googlenet_cpu_pass(tmp_path):
     assert backends.pop("inception3a") == "triton" and set(backends.values()) == {"reference"}
 
 
+def test_bench_block_inception_v3_cpu_pass(tmp_path):
+    """--family inception_v3: an A block and the stride-2 B block (its output map 2x2) against the
+    fp64 reference, the fused one in the interpreter; compile is left to the slow tier (its
+    Inductor build takes ~20 s here)."""
+    r = run_script("bench_block.py", "--family", "inception_v3", "--out", str(tmp_path), "--no-progress",
+                   "--providers", "eager,eager-graph,fused-triton,fused-triton-graph,fused-cuda")
+    data = _check_cpu_run(r, tmp_path / "bench_block_inception_v3.json", ("eager", "fused-triton"),
+                          {**NEEDS_CUDA, "fused-cuda": NOT_GRAPH})
+    assert [(c["block"], c["kind"], c["batch"], c["height"], c["out_height"], c["dtype"]) for c in data["cases"]] == [
+        ("Mixed_5b", "A", 1, 5, 5, "fp32"), ("Mixed_6a", "B", 1, 5, 2, "fp32")]
+    assert data["family"] == "inception_v3" and "5x5->2x2" in r.stdout
+
+
+@pytest.mark.slow  # the default pass with compile (Inductor's C++ build of two blocks) and the FID blocks
+@pytest.mark.parametrize("family", ["inception_v3", "fid"])
+def test_bench_block_inception_v3_cpu_pass_with_compile(tmp_path, family):
+    r = run_script("bench_block.py", "--family", family, "--out", str(tmp_path), "--no-progress", timeout=300)
+    data = _check_cpu_run(r, tmp_path / f"bench_block_{family}.json", ("eager", "compile", "fused-triton"),
+                          {**NEEDS_CUDA, "fused-cuda": NOT_GRAPH})
+    assert [c["kind"] for c in data["cases"]] == (["A", "B"] if family == "inception_v3" else ["fid-A", "B"])
+
+
+def test_bench_inception_v3_cpu_pass(tmp_path):
+    """The converted Inception-v3 at 75x75 (the smallest input it takes): Mixed_5b in the
+    interpreter, the other ten blocks converted too, on their reference path."""
+    r = run_script("bench_inception_v3.py", "--out", str(tmp_path), "--no-progress")
+    data = _check_cpu_run(r, tmp_path / "bench_inception_v3.json", ("eager", "fused-triton"),
+                          {**NEEDS_CUDA, "fused-cuda": NOT_GRAPH + "A/B/C/D/E"})
+    (case,) = data["cases"]
+    assert (case["dtype"], case["batch"], case["image_size"]) == ("fp32", 1, 75)
+    assert data["network"].startswith("Inception-v3") and "compile" not in case["providers"]
+    backends = case["providers"]["fused-triton"]["block_backends"]
+    assert len(backends) == 11  # every Mixed block converted
+    assert backends.pop("Mixed_5b") == "triton" and set(backends.values()) == {"reference"}
+
+
+@pytest.mark.slow  # the FID network resizes to 299x299: ~80 s here
+def test_bench_inception_v3_fid_cpu_pass(tmp_path):
+    r = run_script("bench_inception_v3.py", "--fid", "--out", str(tmp_path), "--no-progress", timeout=300)
+    data = _check_cpu_run(r, tmp_path / "bench_inception_v3.json", ("eager", "fused-triton"),
+                          {**NEEDS_CUDA, "fused-cuda": NOT_GRAPH})
+    backends = data["cases"][0]["providers"]["fused-triton"]["block_backends"]
+    assert backends.pop("inception.Mixed_7c") == "triton" and set(backends.values()) == {"reference"}
+    assert len(backends) == 10 and data["network"].startswith("FID")
+
+
 @pytest.mark.slow  # a GPU session's script; its dry run costs the default tier ~10 s of interpreter
 def test_sanitize_cases_dry_run_on_cpu():  # the script switches the interpreter on itself
     r = run_script("sanitize_cases.py", "--device", "cpu", "--quick", "--impls", "triton")
@@ -92,6 +146,12 @@ def test_sanitize_cases_dry_run_on_cpu():  # the script switches the interpreter
 def test_bad_arguments_are_clear_errors():
     r = run_script("bench_block.py", "--blocks", "3z", timeout=60)
     assert r.returncode == 2 and "unknown block ['3z']" in r.stderr
+    r = run_script("bench_block.py", "--family", "fid", "--blocks", "3a", timeout=60)
+    assert r.returncode == 2 and "unknown block ['3a']" in r.stderr and "Mixed_5b" in r.stderr
+    r = run_script("bench_block.py", "--family", "inception_v3", "--blocks", "Mixed_6a", "--spatial", "2", timeout=60)
+    assert r.returncode == 2 and "too small" in r.stderr
+    r = run_script("bench_inception_v3.py", "--image-size", "64", timeout=60)
+    assert r.returncode == 2 and "--image-size must be >= 75" in r.stderr
 
 
 # -- counting --------------------------------------------------------------------------------------
@@ -124,6 +184,40 @@ def test_model_flops_counts_fused_blocks_like_the_formula():
     assert K.model_flops(block, x) == K.block_flops(spec, 1, 3, 3)  # six convs counted by hooks
     fused = fi.FusedInception.from_module(copy.deepcopy(block), backend="reference")
     assert K.model_flops(fused, x) == K.block_flops(spec, 1, 3, 3)  # the block counted as one
+
+
+def test_flops_and_bytes_of_graph_blocks_share_the_googlenet_path():
+    """One code path: GoogLeNet's spec and its BlockGraph count the same; an Inception-v3 block
+    counts 2 x graph.macs, and a stride-2 block's output bytes are those of its smaller map."""
+    from fused_inception.graph import FID_BLOCKS, INCEPTION_V3_BLOCKS
+
+    spec = googlenet_spec("4e")
+    assert K.block_flops(spec.graph, 2, 14, 14) == K.block_flops(spec, 2, 14, 14) == 4 * 14 * 14 * spec.macs_per_pixel
+    assert K.block_min_bytes(spec.graph, 2, 14, 14, 2) == K.block_min_bytes(spec, 2, 14, 14, 2)
+    for name, (graph, hw) in {**INCEPTION_V3_BLOCKS, **{f"fid {k}": v for k, v in FID_BLOCKS.items()}}.items():
+        assert K.block_flops(graph, 3, hw, hw) == 2 * graph.macs(3, hw, hw), name
+    b6a = K.block_min_bytes(INCEPTION_V3_BLOCKS["Mixed_6a"][0], 2, 35, 35, elem=2)  # 288 -> 384 | 96 | pool 288
+    assert b6a["input"] == 2 * 288 * 35 * 35 * 2 and b6a["output"] == 2 * 768 * 17 * 17 * 2
+    assert b6a["weights"] == (9 * 288 * 384 + 288 * 64 + 9 * 64 * 96 + 9 * 96 * 96) * 2
+    assert b6a["biases"] == (384 + 64 + 96 + 96) * 4
+
+
+def test_model_counts_of_graph_blocks_and_networks():
+    import fused_inception as fi
+    from fused_inception.graph import INCEPTION_V3_BLOCKS
+
+    graph = INCEPTION_V3_BLOCKS["Mixed_7a"][0]
+    block = fi.ReferenceBlock(graph).eval()
+    x = torch.randn(1, graph.in_channels, 5, 5)
+    fused = fi.FusedBlock.from_module(copy.deepcopy(block), backend="reference")
+    assert K.model_flops(block, x) == K.model_flops(fused, x) == K.block_flops(graph, 1, 5, 5)
+    # FID Inception's 1008-class fc never runs: its weights are not part of the minimum traffic
+    # (nor are BatchNorm's, which the benchmarks fold into the convs before counting).
+    fid = fi.models.fid_inception_v3().eval()
+    counts = K.model_counts(fid, torch.rand(1, 3, 8, 8))
+    assert counts["output"] == 2048
+    assert counts["weights"] == sum(p.numel() for n, p in fid.named_parameters()
+                                    if not n.startswith("inception.fc") and ".bn." not in n)
 
 
 def test_roofline_floor():
@@ -161,6 +255,20 @@ def test_check_against_flags_nan_and_error():
     assert not ok and "non-finite" in msg
     ok, err, msg = P.check_against((ref * 1.01).float(), ref, [0, 1, 2, 3], 1e-3)
     assert not ok and math.isclose(err, 0.01, rel_tol=1e-3) and "relative error" in msg
+
+
+def test_fold_batch_norms_keeps_inception_v3s_function():
+    """Inception-v3's BasicConv2d calls its bn unconditionally: folding leaves an Identity there."""
+    import fused_inception as fi
+
+    m = P.randomize_batch_norms(fi.models.inception_v3(aux_logits=False).eval(), seed=2)
+    x = torch.randn(1, 3, 75, 75)
+    with torch.no_grad():
+        want = m(x)
+        got = P.fold_batch_norms(copy.deepcopy(m))(x)
+    assert rel_err(got, want) < tolerance(torch.float32)
+    assert P.graph_block_kinds(m) == ["A", "B", "C", "D", "E"] and P.graph_block_kinds(fi.ReferenceInception(
+        googlenet_spec("3a"))) == []
 
 
 def test_fold_batch_norms_keeps_the_function():
@@ -252,17 +360,76 @@ def test_bench_googlenet_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_pa
     args = bg.resolve(bg.parse_args(["--dtype", "fp32", "--batches", "2", "--extra", "none", "--image-size", "32",
                                      "--providers", "eager", "--out", str(tmp_path)]), cuda=True)
     runner = bg.Runner(fi, args, cuda=True, device=torch.device("cpu"))
+    runner.ceilings = ceilings
     (case,) = [runner.run_case("fp32", 2, D.Progress(1, enabled=False))]
     r = case["providers"]["eager"]
     assert r["status"] == "ok" and r["rel_err"] < 1e-4
     assert r["images_per_s"] == 2 / 8e-3 and r["speedup_vs_eager"] == 1.0
     assert case["flops"] == 2 * runner.flops_per_image > 0
+    b = case["min_bytes"]  # input, logits, and the weights of every layer that runs (not the aux heads)
+    assert b["input"] == 2 * 3 * 32 * 32 * 4 and b["output"] == 2 * 1000 * 4
+    weights = sum(p.numel() for n, p in P.fold_batch_norms(copy.deepcopy(runner.base)).named_parameters()
+                  if not n.startswith("aux"))
+    assert b["weights"] == weights * 4 and b["total"] == b["input"] + b["output"] + b["weights"]
+    floor_s, _ = K.roofline_floor_s(case["flops"], b["total"], 60e12, 4000e9)
+    assert math.isclose(r["pct_floor"], 100 * floor_s * 1e3 / 8.0)
     data = {"benchmark": "bench_googlenet", "env": env, "ceilings": ceilings, "cases": [case],
             "flops_per_image": runner.flops_per_image, "args": {"image_size": 32, "layout": "channels_last"},
             "complete": True}
     assert "250" in bg.gpu_table(data) and "250" in R.summarize_googlenet(data)
     if R.try_import_pyplot() is not None:
         assert bg.plot(data, tmp_path / "g.png")
+
+
+def test_bench_block_inception_v3_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
+    """A stride-2 graph block on the GPU code path: its FLOPs are 2 x graph.macs, its bytes and
+    roofline count the smaller output map, fused-cuda says why it does not apply. (The fused
+    provider's GPU path is the one test_bench_block_gpu_path_with_stub_timers runs; the CPU pass
+    runs this block's FusedBlock in the interpreter.)"""
+    env, ceilings = fake_gpu
+    bb = bench_module("bench_block")
+    import fused_inception as fi
+    from fused_inception.graph import INCEPTION_V3_BLOCKS
+
+    monkeypatch.setattr(T, "time_loop", FakeTimer([4.0]))
+    args = bb.resolve(bb.parse_args(["--family", "inception_v3", "--blocks", "Mixed_6a", "--batches", "1",
+                                     "--spatial", "3", "--dtype", "fp16", "--out", str(tmp_path),
+                                     "--providers", "eager,fused-cuda"]), cuda=True)
+    runner = bb.Runner(fi, args, cuda=True, device=torch.device("cpu"))
+    runner.ceilings = ceilings
+    case = runner.run_case("Mixed_6a", 1, "fp16", "channels_last", D.Progress(3, enabled=False))
+    graph = INCEPTION_V3_BLOCKS["Mixed_6a"][0]
+    assert case["flops"] == 2 * graph.macs(1, 3, 3) and (case["out_height"], case["out_width"]) == (1, 1)
+    assert case["min_bytes"]["output"] == 768 * 1 * 1 * 2 and case["min_bytes"]["input"] == 288 * 9 * 2
+    eager = case["providers"]["eager"]
+    assert eager["status"] == "ok" and eager["speedup_vs_best_peer"] == 1.0
+    floor_s, _ = K.roofline_floor_s(case["flops"], case["min_bytes"]["total"], 800e12, 4000e9)
+    assert math.isclose(eager["pct_floor"], 100 * floor_s * 1e3 / 4.0)
+    assert case["providers"]["fused-cuda"]["message"] == NOT_GRAPH + "B"
+    data = {"benchmark": "bench_block_inception_v3", "env": env, "ceilings": ceilings, "cases": [case],
+            "complete": True}
+    assert "Mixed_6a N=1 3x3->1x1" in bb.gpu_table(data) and R.summarize_block(data).startswith("bench_block_incep")
+
+
+def test_bench_inception_v3_gpu_path_with_stub_timers(fake_gpu, monkeypatch, tmp_path):
+    env, ceilings = fake_gpu
+    bv = bench_module("bench_inception_v3")
+    import fused_inception as fi
+
+    monkeypatch.setattr(T, "time_loop", FakeTimer([20.0]))
+    args = bv.resolve(bv.parse_args(["--dtype", "fp32", "--batches", "2", "--image-size", "75", "--providers", "eager",
+                                     "--out", str(tmp_path)]), cuda=True)
+    runner = bv.Runner(fi, args, cuda=True, device=torch.device("cpu"))
+    runner.ceilings = ceilings
+    case = runner.run_case("fp32", 2, D.Progress(1, enabled=False))
+    r = case["providers"]["eager"]
+    assert r["status"] == "ok" and r["images_per_s"] == 2 / 20e-3 and r["pct_floor"] > 0
+    assert case["flops"] == 2 * K.model_flops(P.fold_batch_norms(copy.deepcopy(runner.base)), torch.randn(1, 3, 75, 75))
+    assert case["min_bytes"]["output"] == 2 * 1000 * 4
+    data = {"benchmark": "bench_inception_v3", "env": env, "ceilings": ceilings, "cases": [case],
+            "flops_per_image": runner.flops_per_image, "network": runner.net.name,
+            "args": {"image_size": 75, "layout": "channels_last"}, "complete": True}
+    assert "Inception-v3" in bv.networks.gpu_table(data) and "100" in R.summarize_googlenet(data)
 
 
 def test_a_wrong_provider_is_reported_as_mismatch(fake_gpu, monkeypatch):
