@@ -51,13 +51,14 @@ import heapq
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from counting import block_flops, block_min_bytes  # noqa: E402
+from counting import block_flops, block_graph, block_min_bytes  # noqa: E402
 from tiling_analysis import item_loads  # noqa: E402
 
 from fused_inception import GOOGLENET_BLOCKS, GOOGLENET_SPATIAL, InceptionSpec, googlenet_spec  # noqa: E402
@@ -187,15 +188,18 @@ def _v4_costs(sched: Schedule, cfg: TileConfig, gpu: Gpu, prm: Params, elem: int
     return out
 
 
-def _simulate(sched: Schedule, costs, grid: int) -> float:
-    """Makespan of ``grid`` persistent programs claiming tickets in order (list scheduling)."""
-    free, heap, ready, end = [0.0] * grid, [(0.0, p) for p in range(grid)], [0.0] * sched.n_tiles, 0.0
+def simulate(items, costs, grid: int, waits: Callable[[tuple], Iterable], produces: Callable[[tuple], object]) -> float:
+    """Makespan of ``grid`` persistent programs claiming the table's ``items`` in ticket order
+    (list scheduling; ``costs``: (duration, combine, ...) per row). An item starts once its program
+    is free and every key of ``waits(row)`` is ready; its finish readies ``produces(row)`` (None:
+    nothing). Splits (row[4:7]): the last to arrive adds the partials (``combine``), then it is done."""
+    free, heap, ready, end = [0.0] * grid, [(0.0, p) for p in range(grid)], {}, 0.0
     splits: dict[int, list] = {}
-    for row, (dur, combine, *_) in zip(sched.items, costs):
+    for row, (dur, combine, *_) in zip(items, costs):
         t, p = heapq.heappop(heap)
         while t != free[p]:  # a stale entry: that program's last split went on to add the partials
             t, p = heapq.heappop(heap)
-        start = max([t] + ready[row[7]:row[8] + 1]) if row[7] >= 0 else t
+        start = max([t, *(ready.get(k, 0.0) for k in waits(row))])
         fin = free[p] = start + dur
         heapq.heappush(heap, (fin, p))
         if row[6] >= 0:
@@ -206,10 +210,17 @@ def _simulate(sched: Schedule, costs, grid: int) -> float:
             fin, p = max(arrived)  # the last to arrive adds the partials
             fin = free[p] = fin + combine
             heapq.heappush(heap, (fin, p))
-        if row[0] == P:
-            ready[row[1]] = max(ready[row[1]], fin)
+        key = produces(row)
+        if key is not None:
+            ready[key] = max(ready.get(key, 0.0), fin)
         end = max(end, fin)
     return end
+
+
+def _simulate(sched: Schedule, costs, grid: int) -> float:
+    """``simulate`` of v4's table: a KxK item waits for the P items of the tiles its halo reads."""
+    deps = (lambda r: range(r[7], r[8] + 1) if r[7] >= 0 else ())
+    return simulate(sched.items, costs, grid, deps, lambda r: r[1] if r[0] == P else None)
 
 
 def kernel_v4(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, gpu: Gpu, prm: Params,
@@ -289,22 +300,36 @@ def kernel_v3(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, g
 
 
 # -- peers ------------------------------------------------------------------------------------------
-def _peer_kernels(spec: InceptionSpec, n: int, h: int, w: int, elem: int, nchw: bool) -> dict[str, list]:
-    """The kernels each peer launches: ("conv", M, N, K, bytes) or ("stream", bytes)."""
-    s, pix = spec, n * h * w
-    x, out = pix * s.in_channels * elem, pix * s.out_channels * elem
-    units = [(s.in_channels, s.ch1x1, 1), (s.in_channels, s.ch3x3red, 1), (s.ch3x3red, s.ch3x3, s.k3),
-             (s.in_channels, s.ch5x5red, 1), (s.ch5x5red, s.ch5x5, s.k5), (s.in_channels, s.pool_proj, 1)]
-    convs = [("conv", pix, co, ci * k * k, pix * (ci + co) * elem + ci * co * k * k * elem) for ci, co, k in units]
-    eager = [("stream", 2 * x)] + list(convs) + [("stream", 2 * out)]  # pool, convs, cat
-    for ci, co, _ in units:
-        y = pix * co * elem
-        eager += [("stream", 2 * y)] * (int(s.batch_norm) + int(s.relu) + int(s.bias and not s.batch_norm))
+def _peer_kernels(block, n: int, h: int, w: int, elem: int, nchw: bool) -> dict[str, list]:
+    """The kernels each peer launches for ``block`` (InceptionSpec or BlockGraph): ("conv", M, N, K,
+    bytes) or ("stream", bytes). Eager: per conv a cuDNN conv and a kernel each for its BN, ReLU and
+    a bias without BN; a kernel per pool; the concat. Compiled: the convs, one epilogue kernel per
+    conv another node reads (an output conv's goes into the concat), the pools, the concat."""
+    g = block_graph(block)
+    sizes = g.map_sizes(h, w)
+
+    def map_bytes(i: int) -> int:  # node i's map (-1: the input)
+        hh, ww = (h, w) if i < 0 else sizes[i]
+        return n * hh * ww * g.channels(i) * elem
+
+    convs, pools, units, epilogues, transposes, unit_ops = [], [], [], [], [], 0
+    for i, node in enumerate(g.nodes):
+        x, y = map_bytes(node.src), map_bytes(i)
+        if i not in g.convs:  # a pool
+            pools.append(("stream", x + y))
+            continue
+        m, k = n * sizes[i][0] * sizes[i][1], node.taps * node.cin
+        convs.append(("conv", m, node.cout, k, x + y + k * node.cout * elem))
+        units += [("stream", 2 * y)] * (int(node.batch_norm) + int(node.relu) + int(node.bias and not node.batch_norm))
+        unit_ops += int(node.batch_norm) + int(node.relu)  # a conv's bias is the conv's own op on the host
+        if g.readers(i):
+            epilogues.append(("stream", 2 * y))
         if nchw:  # cuDNN's NHWC engines: transpose in, transpose out
-            eager += [("stream", 2 * pix * ci * elem), ("stream", 2 * y)]
-    reduce = [("stream", 2 * pix * c * elem) for c in (s.ch3x3red, s.ch5x5red)]  # their bias/BN/ReLU, fused
-    compiled = convs + reduce + [("stream", 2 * x), ("stream", 2 * out)] + ([("stream", 2 * x)] if nchw else [])
-    host = {"eager": 6 + 6 * (int(s.batch_norm) + int(s.relu)) + 2, "compile": len(compiled)}
+            transposes += [("stream", 2 * x), ("stream", 2 * y)]
+    cat = [("stream", 2 * sum(map_bytes(i) for i in g.outputs))] if len(g.outputs) > 1 else []
+    eager = pools + convs + cat + units + transposes
+    compiled = convs + epilogues + pools + cat + ([("stream", 2 * map_bytes(-1))] if nchw else [])
+    host = {"eager": len(convs) + unit_ops + len(pools) + len(cat), "compile": len(compiled)}
     return {"eager": eager, "compile": compiled, "host": host}
 
 
@@ -321,17 +346,32 @@ def _kernel_s(kern, gpu: Gpu, prm: Params, fp32: bool) -> float:
     return t
 
 
-def peers(spec: InceptionSpec, n: int, h: int, w: int, dtype: torch.dtype, gpu: Gpu, prm: Params,
-          nchw: bool = False) -> dict:
-    """Predicted times (us) of eager PyTorch + cuDNN, the same under CUDA graphs, and torch.compile."""
-    fp32 = dtype == torch.float32
-    ks = _peer_kernels(spec, n, h, w, torch.empty((), dtype=dtype).element_size(), nchw)
-    work = {name: sum(_kernel_s(k, gpu, prm, fp32) for k in ks[name]) * 1e6 for name in ("eager", "compile")}
-    return {"eager": max(work["eager"] + len(ks["eager"]) * prm.gap_eager_us, ks["host"]["eager"] * prm.host_op_us),
-            "graphs": work["eager"] + len(ks["eager"]) * prm.gap_graph_us,
-            "compile": max(work["compile"] + len(ks["compile"]) * prm.gap_eager_us,
-                           ks["host"]["compile"] * prm.host_op_us),
-            "kernels": {"eager": len(ks["eager"]), "compile": len(ks["compile"])}}
+def segment(kernels: list, host_ops: int, gpu: Gpu, prm: Params, fp32: bool) -> dict:
+    """A run of peer kernels: GPU work (us), kernel launches, host ops."""
+    return {"work": sum(_kernel_s(k, gpu, prm, fp32) for k in kernels) * 1e6, "kernels": len(kernels),
+            "host": host_ops}
+
+
+def peer_segments(block, n: int, h: int, w: int, dtype: torch.dtype, gpu: Gpu, prm: Params,
+                  nchw: bool = False) -> dict[str, dict]:
+    """``segment`` of each peer's kernels ("eager": also under CUDA graphs; "compile") for ``block``."""
+    ks, fp32 = _peer_kernels(block, n, h, w, torch.empty((), dtype=dtype).element_size(), nchw), dtype == torch.float32
+    return {name: segment(ks[name], ks["host"][name], gpu, prm, fp32) for name in ("eager", "compile")}
+
+
+def peer_times(seg: dict[str, dict], prm: Params) -> dict:
+    """Predicted times (us) of eager PyTorch + cuDNN, the same under CUDA graphs, and torch.compile:
+    GPU work plus a gap per kernel; eager and compiled runs also bounded by the host's time per op."""
+    e, c = seg["eager"], seg["compile"]
+    return {"eager": max(e["work"] + e["kernels"] * prm.gap_eager_us, e["host"] * prm.host_op_us),
+            "graphs": e["work"] + e["kernels"] * prm.gap_graph_us,
+            "compile": max(c["work"] + c["kernels"] * prm.gap_eager_us, c["host"] * prm.host_op_us),
+            "kernels": {"eager": e["kernels"], "compile": c["kernels"]}}
+
+
+def peers(block, n: int, h: int, w: int, dtype: torch.dtype, gpu: Gpu, prm: Params, nchw: bool = False) -> dict:
+    """Predicted times (us) of the peers (``peer_times``) for ``block`` (InceptionSpec or BlockGraph)."""
+    return peer_times(peer_segments(block, n, h, w, dtype, gpu, prm, nchw), prm)
 
 
 def kernelbench_check(prm: Params) -> dict:
@@ -397,16 +437,16 @@ def _fmt_goal(key: str, block: str, value: float, need: float) -> str:
     return f"{block} {v}{short}".strip()
 
 
+def table(headers, rows, markdown: bool = False) -> str:
+    if markdown:
+        return "\n".join(["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+                         + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    return "\n".join("  ".join(str(x).rjust(wd) for x, wd in zip(r, widths)) for r in [headers, *rows])
+
+
 def render(pred: dict, markdown: bool = False) -> str:
     gpu, prm = pred["gpu"], pred["params"]
-
-    def table(headers, rows):
-        if markdown:
-            return "\n".join(["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-                             + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-        widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-        return "\n".join("  ".join(str(x).rjust(wd) for x, wd in zip(r, widths)) for r in [headers, *rows])
-
     lines = [f"PREDICTIONS (performance model, not measurements): {gpu.name}, {prm.name} parameters",
              f"anchors: {gpu.mma_tflops:.0f} TFLOP/s fp16 matmul, {gpu.dram_tbs:.2f} TB/s copy, {gpu.l2_mb:.0f} MB L2; "
              f"sources: {prm.sources}", "",
@@ -419,7 +459,7 @@ def render(pred: dict, markdown: bool = False) -> str:
                      f"{r['floor'] / r['v4']:.0%}", d["items"], f"{d['waves']:.1f}", f"{d['critical_us']:.1f}",
                      f"{d['l2_bytes'] / 1e6:.0f}", f"{d['dram_bytes'] / 1e6:.1f}", f"{d['busy']:.0%}"])
     lines.append(table(["block", "N", "v3", "v4", "eager", "graphs", "compile", "v4 vs best", "v4 %floor",
-                        "items", "waves", "crit", "L2 MB", "DRAM MB", "busy"], body))
+                        "items", "waves", "crit", "L2 MB", "DRAM MB", "busy"], body, markdown))
     kb, chk = pred["kb"], pred["kb_check"]
     pe = kb["peers"]
     lines += ["", f"KernelBench module (fp32/TF32, NCHW, 10x480x224x224), ms: v3 {kb['v3'] / 1e3:.2f}, v4 "
@@ -437,7 +477,8 @@ def render(pred: dict, markdown: bool = False) -> str:
         vals = goal_values(predict(gpu, replace(prm, **change), with_v3=False))
         rows.append([label] + [_fmt_goal(k, *vals[k], need) for k, _, need in GOALS])
     lines += ["", "what-ifs (v4 changed as named, cumulative; the worst block per goal):",
-              table(["v4 with", "batch 1 vs best", "batch 256 vs best", "batch 256 %floor", "KB vs compile"], rows)]
+              table(["v4 with", "batch 1 vs best", "batch 256 vs best", "batch 256 %floor", "KB vs compile"], rows,
+                    markdown)]
     return "\n".join(lines)
 
 
