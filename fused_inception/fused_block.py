@@ -18,7 +18,7 @@ from .module import FusedModule
 from .ops import block_forward
 from .packing import pack_graph, pack_graph_differentiable
 from .reference import ReferenceBlock, block_reference
-from .structure import ConvUnitParts, NotAnInceptionBlock, fusion_bypasses
+from .structure import ConvUnitParts, NotAnInceptionBlock
 from .trace import TracedBlock, trace_block
 
 __all__ = ["FusedBlock"]
@@ -53,26 +53,10 @@ class FusedBlock(FusedModule):
         fit; ``ValueError`` when a submodule carries hooks or parametrizations the kernel would skip.
         """
         traced = trace_block(block)
-        reason = fusion_bypasses(block)
-        if reason is not None:
-            raise ValueError(f"FusedBlock.from_module: {reason}")
-        if verify:
-            from .convert import verify_block
-            reason = verify_block(block)
-            if reason is not None:
-                raise NotAnInceptionBlock(f"FusedBlock.from_module: {reason}")
-        self = cls.__new__(cls)
-        FusedModule.__init__(self)
-        for name, child in block.named_children():
-            self.add_module(name, child)
-        self.__dict__["_graph"] = traced.graph
         paths = {id(m): name for name, m in block.named_modules()}
-        self.__dict__["_bare_bns"] = {u.path: paths[id(u.bn)] for u in traced.units
-                                      if u.bn is not None and u.conv is block.get_submodule(u.path)}
-        self.train(block.training)
-        self._setup(backend)
-        self.__dict__["_source_block"] = block  # what unconvert gives back; not a submodule
-        return self
+        bare_bns = {u.path: paths[id(u.bn)] for u in traced.units
+                    if u.bn is not None and u.conv is block.get_submodule(u.path)}
+        return cls._take_over(block, backend, verify, _graph=traced.graph, _bare_bns=bare_bns)
 
     def extra_repr(self) -> str:
         g = self.graph

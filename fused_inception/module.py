@@ -146,6 +146,29 @@ class FusedModule(nn.Module):
     last_backend: str | None
     _HAS_CUDA_EXT = False  # the CUDA extension computes GoogLeNet's block only
 
+    @classmethod
+    def _take_over(cls, block: nn.Module, backend: str, verify: bool, **state):
+        """``from_module``'s common part: refuse what the kernel would bypass, verify ``block``'s
+        forward on a probe (``convert.verify_block``), then share its submodules; ``state``: what
+        the subclass's ``_parse`` needs besides them."""
+        reason = fusion_bypasses(block)
+        if reason is not None:
+            raise ValueError(f"{cls.__name__}.from_module: {reason}")
+        if verify:
+            from .convert import verify_block
+            reason = verify_block(block)
+            if reason is not None:
+                raise NotAnInceptionBlock(f"{cls.__name__}.from_module: {reason}")
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        for name, child in block.named_children():
+            self.add_module(name, child)
+        self.__dict__.update(state)
+        self.train(block.training)
+        self._setup(backend)
+        self.__dict__["_source_block"] = block  # what unconvert gives back; not a submodule
+        return self
+
     def _setup(self, backend: str) -> None:
         self.backend = _check_backend(backend, "backend")
         self._binding = _bind(self)
@@ -367,22 +390,7 @@ class FusedInception(FusedModule):
         the fused kernel would bypass.
         """
         parse_inception(block)
-        reason = fusion_bypasses(block)
-        if reason is not None:
-            raise ValueError(f"FusedInception.from_module: {reason}")
-        if verify:
-            from .convert import verify_block
-            reason = verify_block(block)
-            if reason is not None:
-                raise NotAnInceptionBlock(f"FusedInception.from_module: {reason}")
-        self = cls.__new__(cls)
-        nn.Module.__init__(self)
-        for name, child in block.named_children():
-            self.add_module(name, child)
-        self.train(block.training)
-        self._setup(backend)
-        self.__dict__["_source_block"] = block  # what unconvert gives back; not a submodule
-        return self
+        return cls._take_over(block, backend, verify)
 
     @property
     def spec(self) -> InceptionSpec:

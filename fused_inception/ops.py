@@ -144,22 +144,30 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.config = inputs[9:13]  # channels, k3, k5, relu
 
 
-def _backward(ctx, grad_out):
-    channels, k3, k5, relu = ctx.config
+def _recompute_grads(ctx, grad_out, n: int, block) -> list[torch.Tensor | None]:
+    """The gradients of the first ``n`` inputs that need one, by ``torch.func.vjp`` of
+    ``block(*saved)``: the block is recomputed with PyTorch ops from x and the packed weights."""
     saved = ctx.saved_tensors
-    wanted = [i for i in range(9) if ctx.needs_input_grad[i]]
-    grads: list[torch.Tensor | None] = [None] * 9
+    wanted = [i for i in range(n) if ctx.needs_input_grad[i]]
+    grads: list[torch.Tensor | None] = [None] * n
     if wanted:
-        def block(*primals):
+        def partial(*primals):
             args = list(saved)
             for i, t in zip(wanted, primals):
                 args[i] = t
-            return packed_reference(args[0], PackedWeights(*args[1:]), _spec(channels, k3, k5, relu),
-                                    compute_dtype=args[0].dtype)
+            return block(*args)
 
-        _, vjp_fn = torch.func.vjp(block, *(saved[i] for i in wanted))
+        _, vjp_fn = torch.func.vjp(partial, *(saved[i] for i in wanted))
         for i, g in zip(wanted, vjp_fn(grad_out)):
             grads[i] = g
+    return grads
+
+
+def _backward(ctx, grad_out):
+    channels, k3, k5, relu = ctx.config
+    spec = _spec(channels, k3, k5, relu)
+    grads = _recompute_grads(ctx, grad_out, 9, lambda x, *packed: packed_reference(
+        x, PackedWeights(*packed), spec, compute_dtype=x.dtype))
     return (*grads, None, None, None, None, None)
 
 
@@ -237,19 +245,8 @@ def _graph_setup_context(ctx, inputs, output) -> None:
 
 
 def _graph_backward(ctx, grad_out):
-    saved = ctx.saved_tensors
-    wanted = [i for i in range(3) if ctx.needs_input_grad[i]]
-    grads: list[torch.Tensor | None] = [None] * 3
-    if wanted:
-        def block(*primals):
-            args = list(saved)
-            for i, t in zip(wanted, primals):
-                args[i] = t
-            return graph_packed_reference(args[0], ctx.graph, args[1], args[2], compute_dtype=args[0].dtype)
-
-        _, vjp_fn = torch.func.vjp(block, *(saved[i] for i in wanted))
-        for i, g in zip(wanted, vjp_fn(grad_out)):
-            grads[i] = g
+    grads = _recompute_grads(ctx, grad_out, 3, lambda x, weight, bias: graph_packed_reference(
+        x, ctx.graph, weight, bias, compute_dtype=x.dtype))
     return (*grads, None, None)
 
 

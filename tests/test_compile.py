@@ -105,22 +105,34 @@ def test_compile_dynamic_batch_compiles_once():
     assert counter.frame_count == 1
 
 
+# network id -> (a randomly initialised eval model, its input, the number of fused blocks)
+NETWORKS = {
+    "googlenet-torchvision": (lambda: fi.models.googlenet("torchvision", num_classes=10), (2, 3, 32, 32), 9),
+    "googlenet-paper": (lambda: fi.models.googlenet("paper", num_classes=10), (2, 3, 32, 32), 9),
+    "inception_v3": (lambda: fi.models.inception_v3(aux_logits=False), (1, 3, 75, 75), 11),
+    "fid": (lambda: fi.models.fid_inception_v3().inception, (1, 3, 75, 75), 11),
+}
+
+
 @requires_interpreter
-@pytest.mark.parametrize("variant", ["torchvision", "paper"])
-def test_compile_googlenet_fullgraph_fused(variant):
-    """A converted GoogLeNet in one graph holding the nine fused ops (run with impl="reference",
-    see _swap_to_reference_impl); matches the eager unconverted network."""
+@pytest.mark.fast_cases("googlenet-torchvision", "googlenet-paper", "fid")
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_compile_network_fullgraph_fused(network):
+    """A converted network in one graph holding all its fused ops (run with impl="reference", see
+    _swap_to_reference_impl); matches the eager unconverted network."""
     torch._dynamo.reset()
-    net = randomize_(fi.models.googlenet(variant, num_classes=10)).eval()
+    torch.manual_seed(0)
+    build, shape, blocks = NETWORKS[network]
+    net = randomize_(build()).eval()
     fused = fi.convert(copy.deepcopy(net))
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(shape)
     graphs: list[list[str]] = []
     with torch.no_grad():
         got = torch.compile(fused, fullgraph=True, backend=_swap_to_reference_impl(graphs))(x)
         want = net(x)
-    # One graph whose nine ops ask for the Triton kernel. What ran is their reference impl (the
+    # One graph whose ops all ask for the Triton kernel. What ran is their reference impl (the
     # swap above), so last_backend, which the modules set while Dynamo traced them, is not checked.
-    assert graphs == [["triton"] * 9]
+    assert graphs == [["triton"] * blocks]
     assert rel_err(got, want) < tolerance(torch.float32)
 
 
@@ -139,26 +151,6 @@ def test_compile_fused_block_inductor_runs_the_interpreter(kind):
         got = torch.compile(block, fullgraph=True)(x)
     assert block.last_backend == "triton"
     assert rel_err(got, want) < 1e-6
-
-
-@requires_interpreter
-@pytest.mark.fast_cases("fid")
-@pytest.mark.parametrize("fid", [False, True], ids=["torchvision", "fid"])
-def test_compile_inception_v3_fullgraph_fused(fid):
-    """A converted Inception-v3 in one graph holding its eleven fused ops (run with impl="reference",
-    see _swap_to_reference_impl); matches the eager unconverted network."""
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    net = fi.models.fid_inception_v3().inception if fid else fi.models.inception_v3(aux_logits=False)
-    net = randomize_(net).eval()
-    fused = fi.convert(copy.deepcopy(net))
-    x = torch.randn(1, 3, 75, 75)
-    graphs: list[list[str]] = []
-    with torch.no_grad():
-        got = torch.compile(fused, fullgraph=True, backend=_swap_to_reference_impl(graphs))(x)
-        want = net(x)
-    assert graphs == [["triton"] * 11]
-    assert rel_err(got, want) < tolerance(torch.float32)
 
 
 @pytest.mark.parametrize("variant", ["torchvision", "paper"])

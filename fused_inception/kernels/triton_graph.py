@@ -40,13 +40,12 @@ import threading
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.interpreter import InterpretedFunction
 
 from ..graph import BlockGraph
 from ..packing import conv_memory_format, graph_offsets
 from . import interpreting
 from .graph_schedule import COLUMNS, CONV, NODE_COLUMNS, POOL, SRC_POOL, SRC_WS, SRC_X, GraphSchedule
-from .triton_inception import _combine_splits, _mma, _relu, launch_state
+from .triton_inception import _combine_splits, _mma, _relu, check_mode, launch_state, leave_state_zero
 from .tuning import TileConfig, default_graph_config, device_index, dot_precision, graph_schedule_for, sm_count
 
 __all__ = ["block_forward_triton", "graph_fwd_kernel", "graph_tables"]
@@ -245,19 +244,10 @@ def graph_fwd_kernel(
                           arrive_base, sxn, sxc, sxh, sxw, son, soc, soh, sow,
                           BM, bn, BK, BN_MAX, MAX_SPLITS, PRECISION, UPCAST)
         ticket = tl.atomic_add(state_ptr, 1)
-    # The last program out leaves the state zero for the next launch on this stream.
-    tl.debug_barrier()
-    finished = tl.atomic_add(state_ptr + 1, 1, sem="acq_rel", scope="gpu")
-    if finished == n_programs - 1:
-        for i in range(0, state_size, 1024):
-            offs = i + tl.arange(0, 1024)
-            tl.store(state_ptr + offs, 0, mask=offs < state_size)
+    leave_state_zero(state_ptr, n_programs, state_size)
 
 
-if isinstance(graph_fwd_kernel, InterpretedFunction) != interpreting():
-    raise RuntimeError(f"Triton's interpreter is {'on' if interpreting() else 'off'} for fused_inception "
-                       "(TRITON_INTERPRET when it was imported) but not for Triton now: set TRITON_INTERPRET "
-                       "before importing fused_inception and leave it")
+check_mode(graph_fwd_kernel)
 
 
 # -- tables and launch ------------------------------------------------------------------------------

@@ -258,6 +258,18 @@ def _item(row, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
 
 
 @triton.jit
+def leave_state_zero(state_ptr, n_programs, state_size):
+    """The last program out leaves the state zero for the next launch on this stream: every other
+    program has counted itself finished, so none reads the state any more."""
+    tl.debug_barrier()
+    finished = tl.atomic_add(state_ptr + 1, 1, sem="acq_rel", scope="gpu")
+    if finished == n_programs - 1:
+        for i in range(0, state_size, 1024):
+            offs = i + tl.arange(0, 1024)
+            tl.store(state_ptr + offs, 0, mask=offs < state_size)
+
+
+@triton.jit
 def inception_fwd_kernel(
     table_ptr, state_ptr, x_ptr, out_ptr, r_ptr, ws_ptr,
     w_in_ptr, b_in_ptr, w3_ptr, b3_ptr, w5_ptr, b5_ptr, wp_ptr, bp_ptr,
@@ -283,22 +295,19 @@ def inception_fwd_kernel(
                           n_tiles, CIN, C1, C3R, C3, C5R, C5, CP, K3, K5, RELU, BM, bn, BK, BKQ, BK3, BK5,
                           TILE_TARGET, BN_MAX, MAX_SPLITS, PIX_VEC, PRECISION, UPCAST)
         ticket = tl.atomic_add(state_ptr, 1)
-    # The last program out leaves the state zero for the next launch on this stream: every other
-    # program has counted itself finished, so none reads the state any more.
-    tl.debug_barrier()
-    finished = tl.atomic_add(state_ptr + 1, 1, sem="acq_rel", scope="gpu")
-    if finished == n_programs - 1:
-        for i in range(0, state_size, 1024):
-            offs = i + tl.arange(0, 1024)
-            tl.store(state_ptr + offs, 0, mask=offs < state_size)
+    leave_state_zero(state_ptr, n_programs, state_size)
 
 
-# This module is imported on the first launch, after the package fixed the mode (interpreting()):
-# a TRITON_INTERPRET changed in between would bind the kernel the other way.
-if isinstance(inception_fwd_kernel, InterpretedFunction) != interpreting():
-    raise RuntimeError(f"Triton's interpreter is {'on' if interpreting() else 'off'} for fused_inception "
-                       "(TRITON_INTERPRET when it was imported) but not for Triton now: set TRITON_INTERPRET "
-                       "before importing fused_inception and leave it")
+def check_mode(kernel) -> None:
+    """A launcher module is imported on the first launch, after the package fixed the mode
+    (``interpreting()``): a TRITON_INTERPRET changed in between would bind its kernel the other way."""
+    if isinstance(kernel, InterpretedFunction) != interpreting():
+        raise RuntimeError(f"Triton's interpreter is {'on' if interpreting() else 'off'} for fused_inception "
+                           "(TRITON_INTERPRET when it was imported) but not for Triton now: set TRITON_INTERPRET "
+                           "before importing fused_inception and leave it")
+
+
+check_mode(inception_fwd_kernel)
 
 
 # -- launch state and work tables -----------------------------------------------------------------

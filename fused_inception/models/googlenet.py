@@ -21,6 +21,15 @@ from ..spec import GOOGLENET_BLOCKS, googlenet_spec
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "InceptionAux", "googlenet"]
 
 
+def renormalize_imagenet(x: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation -> the (x - 0.5) / 0.5 scaling the original weights of GoogLeNet and
+    Inception-v3 were trained with (torchvision's ``transform_input``)."""
+    x0 = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
+    x1 = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
+    x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
+    return torch.cat((x0, x1, x2), 1)
+
+
 class GoogLeNetOutputs(NamedTuple):
     logits: torch.Tensor
     aux_logits2: torch.Tensor | None
@@ -93,13 +102,7 @@ class GoogLeNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.transform_input:
-            return x
-        # ImageNet normalisation -> the (x - 0.5) / 0.5 scaling of the original weights (torchvision).
-        x0 = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
-        x1 = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
-        x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
-        return torch.cat((x0, x1, x2), 1)
+        return renormalize_imagenet(x) if self.transform_input else x
 
     def forward(self, x: torch.Tensor):
         x = self._transform_input(x)

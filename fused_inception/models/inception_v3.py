@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .googlenet import renormalize_imagenet
+
 __all__ = ["BasicConv2d", "InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE", "InceptionAux",
            "FIDInceptionA", "FIDInceptionC", "FIDInceptionE_1", "FIDInceptionE_2", "Inception3",
            "InceptionOutputs", "inception_v3", "FIDInceptionV3", "fid_inception_v3", "load_fid_weights"]
@@ -56,11 +58,15 @@ class InceptionA(nn.Module):
         self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
         self.branch_pool = BasicConv2d(in_channels, pool_features, kernel_size=1)
 
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The pool head (pytorch-fid's FID blocks change only this)."""
+        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1)
+
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         branch1x1 = self.branch1x1(x)
         branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
         branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        branch_pool = self.branch_pool(self._pool(x))
         return [branch1x1, branch5x5, branch3x3dbl, branch_pool]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,13 +110,15 @@ class InceptionC(nn.Module):
         self.branch7x7dbl_5 = BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3))
         self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
 
+    _pool = InceptionA._pool
+
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         branch1x1 = self.branch1x1(x)
         branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         branch7x7dbl = self.branch7x7dbl_1(x)
         branch7x7dbl = self.branch7x7dbl_3(self.branch7x7dbl_2(branch7x7dbl))
         branch7x7dbl = self.branch7x7dbl_5(self.branch7x7dbl_4(branch7x7dbl))
-        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        branch_pool = self.branch_pool(self._pool(x))
         return [branch1x1, branch7x7, branch7x7dbl, branch_pool]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,6 +163,8 @@ class InceptionE(nn.Module):
         self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
         self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
 
+    _pool = InceptionA._pool
+
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         branch1x1 = self.branch1x1(x)
         branch3x3 = self.branch3x3_1(x)
@@ -163,7 +173,7 @@ class InceptionE(nn.Module):
         branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         branch3x3dbl = [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)]
         branch3x3dbl = torch.cat(branch3x3dbl, 1)
-        branch_pool = self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))
+        branch_pool = self.branch_pool(self._pool(x))
         return [branch1x1, branch3x3, branch3x3dbl, branch_pool]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,55 +197,23 @@ class InceptionAux(nn.Module):
 
 # pytorch-fid's patches: TensorFlow's average pool leaves the zero padding out of its divisor, and
 # the TF graph's last block pools with a max (likely a slip in that graph, kept for comparable FIDs).
-# pytorch-fid overrides forward; these override _forward, which forward concatenates, so that the
-# inherited _forward cannot silently compute torchvision's pool.
+# pytorch-fid overrides forward with a copy that changes the pool; these override the pool alone.
 class FIDInceptionA(InceptionA):
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        branch1x1 = self.branch1x1(x)
-        branch5x5 = self.branch5x5_2(self.branch5x5_1(x))
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        branch_pool = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        branch_pool = self.branch_pool(branch_pool)
-        return [branch1x1, branch5x5, branch3x3dbl, branch_pool]
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
 
 
 class FIDInceptionC(InceptionC):
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        branch1x1 = self.branch1x1(x)
-        branch7x7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        branch7x7dbl = self.branch7x7dbl_1(x)
-        branch7x7dbl = self.branch7x7dbl_3(self.branch7x7dbl_2(branch7x7dbl))
-        branch7x7dbl = self.branch7x7dbl_5(self.branch7x7dbl_4(branch7x7dbl))
-        branch_pool = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        branch_pool = self.branch_pool(branch_pool)
-        return [branch1x1, branch7x7, branch7x7dbl, branch_pool]
+    _pool = FIDInceptionA._pool
 
 
 class FIDInceptionE_1(InceptionE):  # noqa: N801 - pytorch-fid's name
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        branch1x1 = self.branch1x1(x)
-        branch3x3 = self.branch3x3_1(x)
-        branch3x3 = [self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)]
-        branch3x3 = torch.cat(branch3x3, 1)
-        branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)]
-        branch3x3dbl = torch.cat(branch3x3dbl, 1)
-        branch_pool = F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
-        branch_pool = self.branch_pool(branch_pool)
-        return [branch1x1, branch3x3, branch3x3dbl, branch_pool]
+    _pool = FIDInceptionA._pool
 
 
 class FIDInceptionE_2(InceptionE):  # noqa: N801 - pytorch-fid's name
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        branch1x1 = self.branch1x1(x)
-        branch3x3 = self.branch3x3_1(x)
-        branch3x3 = [self.branch3x3_2a(branch3x3), self.branch3x3_2b(branch3x3)]
-        branch3x3 = torch.cat(branch3x3, 1)
-        branch3x3dbl = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        branch3x3dbl = [self.branch3x3dbl_3a(branch3x3dbl), self.branch3x3dbl_3b(branch3x3dbl)]
-        branch3x3dbl = torch.cat(branch3x3dbl, 1)
-        branch_pool = self.branch_pool(F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
-        return [branch1x1, branch3x3, branch3x3dbl, branch_pool]
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
 
 
 class Inception3(nn.Module):
@@ -284,13 +262,7 @@ class Inception3(nn.Module):
                 nn.init.trunc_normal_(m.weight, mean=0.0, std=std, a=-2, b=2)
 
     def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.transform_input:
-            return x
-        # ImageNet normalisation -> the (x - 0.5) / 0.5 scaling of the original weights (torchvision).
-        x0 = x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5
-        x1 = x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5
-        x2 = x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5
-        return torch.cat((x0, x1, x2), 1)
+        return renormalize_imagenet(x) if self.transform_input else x
 
     def _to_17x17(self, x: torch.Tensor) -> torch.Tensor:
         """Stem to Mixed_6e: the 768-channel map the auxiliary classifier reads (17x17 at 299x299)."""
