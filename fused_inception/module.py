@@ -1,24 +1,25 @@
-"""``FusedInception``: the drop-in ``nn.Module`` that runs a whole Inception block in one launch."""
+"""The fused modules' shared machinery (``FusedModule``: checks, backend choice, weight cache,
+forward) and ``FusedInception``, GoogLeNet's block in one launch. ``FusedBlock`` (any graph) is in
+``fused_block.py``."""
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import cuda_ext
+from .binding import bind, fingerprint
 from .graph import BlockGraph
 from .kernels import interpreting, require_triton, triton_available
 from .ops import check_input, inception_forward
 from .packing import PackedWeights, conv_memory_format, pack_weights, pack_weights_differentiable
 from .reference import build_branches
 from .spec import InceptionSpec
-from .structure import InceptionParts, NotAnInceptionBlock, fusion_bypasses, hook_dicts, parse_inception
+from .structure import InceptionParts, NotAnInceptionBlock, fusion_bypasses, parse_inception
 
 __all__ = ["FusedInception", "FusedModule", "BACKENDS", "FUSED_DTYPES", "invalidate_caches"]
 
@@ -76,67 +77,6 @@ _NO_TORCHSCRIPT = ("FusedInception does not support TorchScript (torch.jit.scrip
                    "exporters.")
 
 
-@dataclass(frozen=True)
-class _Binding:
-    """The block structure the fused path computes, and what tells that it changed.
-
-    ``snapshot``: every module's children and the conv, BatchNorm and pool settings at parse time,
-    so a replaced, added or removed submodule (a parametrization registers one) or an edited
-    setting is seen on the next forward. ``hooks``: the submodules' hook tables, which the fused kernel would
-    bypass. ``tables``: where each folded tensor lives, as (parameter or buffer table, name), read
-    afresh on every forward. Swapped as one object, so concurrent forwards see one binding.
-    """
-
-    owner: nn.Module
-    parts: InceptionParts | None
-    error: Exception | None  # why the current structure is not an Inception block
-    watch: tuple
-    snapshot: list
-    hooks: list
-    parametrized: bool
-    batch_norms: tuple[nn.BatchNorm2d, ...]
-    tables: tuple[tuple[dict, str], ...]
-
-
-def _fingerprint(modules: tuple[nn.Module, ...], convs: tuple[nn.Conv2d, ...], bns: tuple[nn.BatchNorm2d, ...],
-                 pools: tuple[nn.MaxPool2d, ...], units: tuple[nn.Module, ...]) -> list:
-    """What defines the structure: every module's children, the conv, BatchNorm and pool
-    hyper-parameters, a conv unit's ``relu`` flag. Plain attribute reads (instance ``__dict__``:
-    fast, and traceable by Dynamo)."""
-    return [*(m._modules for m in modules),
-            *((c.kernel_size, c.stride, c.padding, c.dilation, c.groups, c.padding_mode, c.in_channels,
-               c.out_channels) for c in convs),
-            *((b.eps, b.track_running_stats) for b in bns),
-            *((p.kernel_size, p.stride, p.padding, p.dilation, p.ceil_mode, p.return_indices) for p in pools),
-            *(u.relu for u in units)]
-
-
-def _tables(parts: InceptionParts) -> tuple[tuple[dict, str], ...]:
-    out: list[tuple[dict, str]] = []
-    for u in parts.units:
-        out += ((u.conv._parameters, "weight"), (u.conv._parameters, "bias"))
-        if u.bn is not None:
-            bn = u.bn
-            out += ((bn._parameters, "weight"), (bn._parameters, "bias"), (bn._buffers, "running_mean"),
-                    (bn._buffers, "running_var"), (bn._buffers, "num_batches_tracked"))
-    return tuple(out)
-
-
-def _bind(owner: nn.Module) -> _Binding:
-    modules = tuple(owner.modules())
-    try:
-        parts, error = owner._parse(), None
-    except NotAnInceptionBlock as e:
-        parts, error = None, e
-    of = (lambda cls: tuple(m for m in modules if isinstance(m, cls)))
-    watch = (modules, of(nn.Conv2d), of(nn.BatchNorm2d), of(nn.MaxPool2d),
-             tuple(m for m in modules if isinstance(m.__dict__.get("relu"), bool)))
-    snapshot = [dict(v) if isinstance(v, dict) else v for v in _fingerprint(*watch)]
-    return _Binding(owner, parts, error, watch, snapshot, hook_dicts(modules[1:]),
-                    any(parametrize.is_parametrized(m) for m in modules),
-                    parts.batch_norms() if parts is not None else (), _tables(parts) if parts is not None else ())
-
-
 class FusedModule(nn.Module):
     """What every fused block shares: the binding to its units, the input checks, the backend
     choice, the weight cache and the forward. A subclass says how its structure is parsed
@@ -171,7 +111,7 @@ class FusedModule(nn.Module):
 
     def _setup(self, backend: str) -> None:
         self.backend = _check_backend(backend, "backend")
-        self._binding = _bind(self)
+        self._binding = bind(self)
         if self._binding.error is not None:
             raise self._binding.error
         # (key, packed weights, the tensors and binding the key names): swapped as one tuple so that
@@ -184,8 +124,8 @@ class FusedModule(nn.Module):
     def _parts(self):
         """The block's units as its structure is now (parsed again after a submodule changed)."""
         b = self._binding
-        if b.owner is not self or _fingerprint(*b.watch) != b.snapshot:
-            b = self._binding = _bind(self)
+        if b.owner is not self or fingerprint(*b.watch) != b.snapshot:
+            b = self._binding = bind(self)
         if b.error is not None:
             raise NotAnInceptionBlock(f"{type(self).__name__}: a submodule was changed and the block no longer "
                                       f"fits the fused kernel: {b.error}")
