@@ -96,6 +96,7 @@ def parser(prog: str, doc: str, gpu: dict, cpu: dict, rep_ms: float, max_buffers
     p.add_argument("--tag", default="", help="suffix of the output file names, e.g. '_h200_fp16'")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, BN statistics and inputs")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (matplotlib)")
+    p.add_argument("--no-table-file", action="store_true", help="skip the .txt (the table is on stdout anyway)")
     p.add_argument("--no-progress", action="store_true", help="no progress output for preparation steps")
     p.add_argument("--cpu", action="store_true", help="the CPU correctness pass even when CUDA is available")
     return p
@@ -221,7 +222,8 @@ def finish_run(data: dict, args: argparse.Namespace, table: str, plot: Callable[
     json_path = result_path(data, args, ".json")
     if json_path:
         R.write_json(json_path, data)
-        result_path(data, args, ".txt").write_text(table + "\n")
+        if not args.no_table_file:
+            result_path(data, args, ".txt").write_text(table + "\n")
         if data["mode"] == "gpu" and not args.no_plot and data["cases"]:
             png = result_path(data, args, ".png")
             if plot(data, png):

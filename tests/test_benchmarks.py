@@ -115,9 +115,10 @@ def test_bench_block_inception_v3_cpu_pass_with_compile(tmp_path, family):
 def test_bench_inception_v3_cpu_pass(tmp_path):
     """The converted Inception-v3 at 75x75 (the smallest input it takes): Mixed_5b in the
     interpreter, the other ten blocks converted too, on their reference path."""
-    r = run_script("bench_inception_v3.py", "--out", str(tmp_path), "--no-progress")
+    r = run_script("bench_inception_v3.py", "--out", str(tmp_path), "--no-progress", "--no-table-file")
     data = _check_cpu_run(r, tmp_path / "bench_inception_v3.json", ("eager", "fused-triton"),
                           {**NEEDS_CUDA, "fused-cuda": NOT_GRAPH + "A/B/C/D/E"})
+    assert [f.name for f in tmp_path.iterdir()] == ["bench_inception_v3.json"]  # the table only on stdout
     (case,) = data["cases"]
     assert (case["dtype"], case["batch"], case["image_size"]) == ("fp32", 1, 75)
     assert data["network"].startswith("Inception-v3") and "compile" not in case["providers"]
