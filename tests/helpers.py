@@ -67,6 +67,11 @@ GRAPH_CASES = {
     "mixed": (BlockGraph("mixed", 5, (Conv("s2", -1, 5, 17, 3, 2, 1), Conv("k3", 0, 17, 7, 3, 1, 1),
                                       Conv("k31", 1, 7, 3, (3, 1), 1, (1, 0), relu=False),
                                       Pool(-1, "max", 3, 2, 1, name="pool")), (0, 2, 3)), 2, 7, 7),
+    # 5x5 pools (the graph kernel's runtime tap loop; 3x3 ones are unrolled): an avg-pool without
+    # padding in its divisor read by a 1x1 conv, a padded max-pool to the output.
+    "pool5": (BlockGraph("pool5", 5, (Pool(-1, "avg", 5, 1, 2, count_include_pad=False, name="avg5"),
+                                      Conv("p1", 0, 5, 17, relu=False), Pool(-1, "max", 5, 1, 2, name="max5")),
+                         (1, 2)), 2, 7, 6),
 }
 # The graph kernel's tests run 16-pixel tiles and 16-wide column blocks: many tiles crossing image
 # boundaries, and two column blocks for 17 channels.

@@ -97,6 +97,16 @@ def test_strided_input_and_output_slice(kind):
     assert_matches(out, reference(x, graph, wt, b), tolerance(torch.float32))
 
 
+@pytest.mark.parametrize("kind", ["C", "E", "pool5"])
+def test_large_tiles(kind):
+    """The tile shapes ``default_graph_config`` may pick on a GPU (128-pixel tiles, 128-wide column
+    blocks, 64-channel chunks): tiles spanning several images, one column block per branch."""
+    graph, n, h, w = GRAPH_CASES[kind]
+    cfg = replace(CFG16, block_m=128, block_n=128, block_k=64, block_kr=64)
+    x, wt, b, out = run(graph, max(n, 3), h, w, torch.float16, "channels_last", cfg=cfg)
+    assert_matches(out, reference(x, graph, wt, b), tolerance(torch.float16))
+
+
 def test_default_config_and_output_layout():
     """No config (the heuristic, 64-pixel tiles) and no ``out``: the output follows the input's
     memory format."""
@@ -111,7 +121,7 @@ def test_default_config_and_output_layout():
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in numpy
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
-@pytest.mark.parametrize("kind", ["A", "B", "fid-E1", "fid-E2", "googlenet-tv"])
+@pytest.mark.parametrize("kind", ["A", "B", "fid-E1", "fid-E2", "googlenet-tv", "pool5"])
 def test_nan_and_inf_inputs(kind, dtype):
     """NaN, +-inf and a whole pixel of -inf: NaN and infinities where the reference has them
     (pools: NaN propagates, padding never wins the max; ReLU keeps NaN)."""

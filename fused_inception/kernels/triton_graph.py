@@ -57,6 +57,7 @@ _K_CONV = tl.constexpr(CONV)
 _S_X = tl.constexpr(SRC_X)
 _S_WS = tl.constexpr(SRC_WS)
 _S_POOL = tl.constexpr(SRC_POOL)
+_S_POOL3 = tl.constexpr(max(SRC_X, SRC_WS, SRC_POOL) + 1)  # kernel-only: SRC_POOL with a 3x3 pool (unrolled taps)
 # Node-table columns the kernel reads (checked against NODE_COLUMNS below).
 KIND, SRC, CIN, COUT, KH, KW, SH, SW, PH, PW, HI, WI, HO, WO, RELU = (tl.constexpr(i) for i in range(15))
 PAVG, PCIP, PKH, PKW, PSH, PSW, PPH, PPW, W_OFF, B_OFF, IN_OFF, IN_LD = (tl.constexpr(i) for i in range(15, 27))
@@ -65,31 +66,58 @@ assert NODE_COLUMNS[15] == "pool" and NODE_COLUMNS[27] == "out_off" and NODE_COL
 assert len(NODE_COLUMNS) == 35
 
 
+@triton.constexpr_function
+def pool_unrolled(rows, chans):
+    """Whether a 3x3 pool of a rows x chans tile unrolls its nine taps (``_pool_tile``'s P3): up to
+    2048 elements, 8 per thread over 8 warps. Larger tiles keep the runtime tap loop: nine such
+    loads in flight spilled on sm_90 (a 64 x 64 chunk: 8-16 bytes with 8 warps, also with the
+    rows unrolled three at a time), where the loop did not (compile_report.py --graph)."""
+    return rows * chans <= 2048
+
+
+@triton.jit
+def _pool_tap(x_ptr, base, coff, h0, w0, dh, dw, ok, c_ok, H, W, sxh, sxw, is_avg, acc, cnt):
+    """One tap (dh, dw) of the pool window into ``acc``: the sum (avg) or the max (padding never
+    wins, NaN propagates); ``cnt`` counts the in-bounds taps. One accumulator, not a max and a
+    sum: fewer registers while the unrolled taps' loads are in flight."""
+    hh = h0 + dh
+    ww = w0 + dw
+    inside = ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
+    v = tl.load(x_ptr + (base + hh.to(tl.int64) * sxh + ww.to(tl.int64) * sxw)[:, None] + coff[None, :],
+                mask=inside[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
+    mx = tl.maximum(acc, tl.where(inside[:, None], v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
+    return tl.where(is_avg != 0, acc + v, mx), cnt + inside.to(tl.float32)
+
+
 @triton.jit
 def _pool_tile(x_ptr, img, oh, ow, ok, cs, c_ok, H, W, sxn, sxc, sxh, sxw,
-               is_avg, cip, pkh, pkw, psh, psw, pph, ppw):
+               is_avg, cip, pkh, pkw, psh, psw, pph, ppw, P3: tl.constexpr):
     """The pool of x at pool-output pixels (img, oh, ow), channels ``cs``, in fp32 (0 on masked
     lanes). Max: padding never wins, NaN propagates. Avg: the sum of in-bounds taps over kh*kw
-    clipped to the padded map (count_include_pad, PyTorch's divisor) or over the in-bounds taps."""
+    clipped to the padded map (count_include_pad, PyTorch's divisor) or over the in-bounds taps.
+
+    ``P3`` (the caller checked pkh == pkw == 3, every pool of Inception-v3 and GoogLeNet, and
+    ``pool_unrolled`` said the tile is small enough): the nine taps unrolled at compile time, so
+    their loads are independent and issue together (and a conv's K-loop around them has no inner
+    loop); otherwise a runtime loop over the taps, one load after another."""
     h0 = oh * psh - pph
     w0 = ow * psw - ppw
     base = img.to(tl.int64) * sxn
     coff = cs.to(tl.int64) * sxc
-    mx = tl.full(coff[None, :].shape, float("-inf"), tl.float32) + tl.zeros_like(h0)[:, None].to(tl.float32)
-    sm = tl.zeros_like(mx)
+    acc = tl.full(coff[None, :].shape, float("-inf"), tl.float32) + tl.zeros_like(h0)[:, None].to(tl.float32)
+    acc = tl.where(is_avg != 0, 0.0, acc)
     cnt = tl.zeros_like(h0).to(tl.float32)
-    for t in range(0, pkh * pkw):
-        hh = h0 + t // pkw
-        ww = w0 + t % pkw
-        inside = ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-        v = tl.load(x_ptr + (base + hh.to(tl.int64) * sxh + ww.to(tl.int64) * sxw)[:, None] + coff[None, :],
-                    mask=inside[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
-        mx = tl.maximum(mx, tl.where(inside[:, None], v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
-        sm += v
-        cnt += inside.to(tl.float32)
-    span = (tl.minimum(h0 + pkh, H + pph) - h0) * (tl.minimum(w0 + pkw, W + ppw) - w0)
+    if P3:
+        for t in tl.static_range(9):
+            acc, cnt = _pool_tap(x_ptr, base, coff, h0, w0, t // 3, t % 3, ok, c_ok, H, W, sxh, sxw, is_avg, acc, cnt)
+        span = (tl.minimum(h0 + 3, H + pph) - h0) * (tl.minimum(w0 + 3, W + ppw) - w0)
+    else:
+        for t in range(0, pkh * pkw):
+            acc, cnt = _pool_tap(x_ptr, base, coff, h0, w0, t // pkw, t % pkw, ok, c_ok, H, W, sxh, sxw, is_avg,
+                                 acc, cnt)
+        span = (tl.minimum(h0 + pkh, H + pph) - h0) * (tl.minimum(w0 + pkw, W + ppw) - w0)
     div = tl.where(cip != 0, span.to(tl.float32), cnt)
-    v = tl.where(is_avg != 0, sm / tl.maximum(div, 1.0)[:, None], mx)
+    v = tl.where(is_avg != 0, acc / tl.maximum(div, 1.0)[:, None], acc)
     return tl.where(ok[:, None] & c_ok[None, :], v, 0.0)
 
 
@@ -112,7 +140,7 @@ def _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W
     if SRC_KIND == _S_WS:
         src_ptr = ws_ptr + tl.load(nd + IN_OFF).to(tl.int64)
         ld = tl.load(nd + IN_LD).to(tl.int64)
-    if SRC_KIND == _S_POOL:
+    if SRC_KIND >= _S_POOL:
         is_avg = tl.load(nd + PAVG)
         cip = tl.load(nd + PCIP)
         pkh = tl.load(nd + PKH)
@@ -123,7 +151,9 @@ def _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W
         ppw = tl.load(nd + PPW)
     acc = tl.zeros((BM, BN), dtype=tl.float32)
     col_ok = cols < cout
-    for kk in range(k_lo, k_hi):
+    # The unrolled pool: its nine tap loads per chunk are issued together but not prefetched a chunk
+    # ahead (two chunks of nine loads in flight spilled on sm_90): one round trip per chunk.
+    for kk in tl.range(k_lo, k_hi, num_stages=1 if SRC_KIND == _S_POOL3 else None):
         tap = kk // nch
         cs = (kk - tap * nch) * BK + tl.arange(0, BK)
         c_ok = cs < cin
@@ -139,11 +169,24 @@ def _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W
             a = tl.load(src_ptr + src[:, None] + cs[None, :], mask=m2, other=0.0)
         else:  # a 1x1 conv of the pool: its pixel is the pool's output pixel
             a = _pool_tile(x_ptr, img, ih, iw, inside, cs, c_ok, H, W, sxn, sxc, sxh, sxw,
-                           is_avg, cip, pkh, pkw, psh, psw, pph, ppw).to(x_ptr.dtype.element_ty)
+                           is_avg, cip, pkh, pkw, psh, psw, pph, ppw,
+                           SRC_KIND == _S_POOL3).to(x_ptr.dtype.element_ty)
         b = tl.load(w_base + (tap * cin + cs)[:, None] * cout + cols[None, :],
                     mask=c_ok[:, None] & col_ok[None, :], other=0.0)
         acc = _mma(a, b, acc, PRECISION, UPCAST)
     return acc
+
+
+@triton.jit
+def _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, cols, cout, out_c0, H, W, sxn, sxc, sxh, sxw, soc,
+               P3: tl.constexpr):
+    """A pool node's output tile for channels ``cols``, stored to its output slice."""
+    c_ok = cols < cout
+    v = _pool_tile(x_ptr, img, oh, ow, ok, cols, c_ok, H, W, sxn, sxc, sxh, sxw,
+                   tl.load(nd + PAVG), tl.load(nd + PCIP), tl.load(nd + PKH), tl.load(nd + PKW),
+                   tl.load(nd + PSH), tl.load(nd + PSW), tl.load(nd + PPH), tl.load(nd + PPW), P3)
+    tl.store(out_ptr + orow[:, None] + ((out_c0 + cols).to(tl.int64) * soc)[None, :],
+             v.to(out_ptr.dtype.element_ty), mask=ok[:, None] & c_ok[None, :])
 
 
 @triton.jit
@@ -175,13 +218,19 @@ def _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_p
     ow = rem - oh * wo
     orow = img.to(tl.int64) * son + oh.to(tl.int64) * soh + ow.to(tl.int64) * sow
     cols = c0 + tl.arange(0, BN)
+    PCH: tl.constexpr = min(BN, 32)
     if kind == _K_POOL:
-        c_ok = cols < tl.load(nd + COUT)
-        v = _pool_tile(x_ptr, img, oh, ow, ok, cols, c_ok, H, W, sxn, sxc, sxh, sxw,
-                       tl.load(nd + PAVG), tl.load(nd + PCIP), tl.load(nd + PKH), tl.load(nd + PKW),
-                       tl.load(nd + PSH), tl.load(nd + PSW), tl.load(nd + PPH), tl.load(nd + PPW))
-        tl.store(out_ptr + orow[:, None] + ((out_c0 + cols).to(tl.int64) * soc)[None, :],
-                 v.to(out_ptr.dtype.element_ty), mask=ok[:, None] & c_ok[None, :])
+        cout = tl.load(nd + COUT)
+        pkh = tl.load(nd + PKH)
+        pkw = tl.load(nd + PKW)
+        if (pkh == 3) & (pkw == 3):
+            # Unrolled taps, 32 channels at a time: nine loads of a BM x 64 slice in flight spilled.
+            for cc in tl.static_range(0, BN, PCH):
+                _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, c0 + cc + tl.arange(0, PCH), cout, out_c0,
+                           H, W, sxn, sxc, sxh, sxw, soc, pool_unrolled(BM, PCH))
+        else:
+            _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, cols, cout, out_c0, H, W, sxn, sxc, sxh, sxw, soc,
+                       False)
     elif kind == _K_CONV:
         src = tl.load(nd + SRC)
         if dep_lo >= 0:
@@ -199,6 +248,13 @@ def _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_p
         elif src == _S_X:
             acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh, sxw,
                              _S_X, BM, BN, BK, PRECISION, UPCAST)
+        elif pool_unrolled(BM, BK):
+            if (tl.load(nd + PKH) == 3) & (tl.load(nd + PKW) == 3):  # every Inception pool: unrolled taps
+                acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh,
+                                 sxw, _S_POOL3, BM, BN, BK, PRECISION, UPCAST)
+            else:
+                acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh,
+                                 sxw, _S_POOL, BM, BN, BK, PRECISION, UPCAST)
         else:
             acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh, sxw,
                              _S_POOL, BM, BN, BK, PRECISION, UPCAST)
