@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -129,10 +130,18 @@ def protocol_facts(ptx: str) -> dict:
 
 # -- the graph kernel (triton_graph.py) ------------------------------------------------------------
 GRAPH_CASES = (("Mixed_5b", "fp16", "channels_last", 1), ("Mixed_7c", "fp32", "nchw", 1))
+# --sweep: every tile config of SWEEP_SPACE (block_m, block_n, block_k, num_warps, num_stages) on
+# these cases (batch 50: pytorch-fid's, no split reductions), to find which ones compile without
+# spills and within sm_90's 227 KB of shared memory (default_graph_config picks among those).
+SWEEP_CASES = (("Mixed_5b", "fp16", "channels_last", 50), ("Mixed_6e", "fp16", "channels_last", 50),
+               ("Mixed_7c", "fp16", "channels_last", 50), ("Mixed_7c", "fp32", "nchw", 50))
+SWEEP_SPACE = tuple((m, nb, k, wp, st) for m in (64, 128) for nb in (64, 128) for k in (32, 64) for wp in (4, 8)
+                    for st in (2, 3, 4))
 
 
-def graph_report(arch: int, sms: int, cases=GRAPH_CASES) -> list[dict]:
-    """Compile facts of the graph kernel for Inception-v3 blocks: (block, dtype, layout, batch) each."""
+def graph_report(arch: int, sms: int, cases=GRAPH_CASES, change: dict | None = None) -> list[dict]:
+    """Compile facts of the graph kernel for Inception-v3 blocks: (block, dtype, layout, batch) each,
+    with the launcher's default config (its fields in ``change`` replaced)."""
     from fused_inception.graph import INCEPTION_V3_BLOCKS
     from fused_inception.kernels import triton_graph as tg
     from fused_inception.packing import graph_offsets
@@ -146,6 +155,8 @@ def graph_report(arch: int, sms: int, cases=GRAPH_CASES) -> list[dict]:
             x = x.contiguous(memory_format=torch.channels_last)
         w_total, b_total = graph_offsets(graph)[-1]
         cfg = tuning.default_graph_config(graph, n, hw, hw, sms, dtype)
+        if change:
+            cfg = replace(cfg, **change)
         seen = {}
 
         def fake_run(*args, grid, warmup, seen=seen, **kwargs):
@@ -178,9 +189,26 @@ def main() -> None:
     p.add_argument("--sms", type=int, default=132)
     p.add_argument("--candidates", action="store_true", help="every autotune candidate, not the heuristic")
     p.add_argument("--graph", action="store_true", help="the graph kernel (triton_graph.py) on GRAPH_CASES instead")
+    p.add_argument("--sweep", default="", metavar="I/N",
+                   help="with --graph: the I-th of N shares of SWEEP_SPACE on SWEEP_CASES (e.g. 0/1: all of it)")
+    p.add_argument("--sweep-only", default="", metavar="KEY=V,..;...",
+                   help="with --sweep: only these values, e.g. 'warps=8;stages=2,3;dtype=fp16' "
+                        "(keys: m, nb, k, warps, stages, dtype)")
     a = p.parse_args()
     if a.graph:
         print(f"triton {triton.__version__}, sm_{a.arch}, graph kernel; one line per case, key=value")
+        if a.sweep:
+            part, parts = (int(v) for v in a.sweep.split("/"))
+            only = dict(kv.split("=", 1) for kv in a.sweep_only.split(";") if kv)
+            keep = {key: set(v.split(",")) for key, v in only.items()}
+            names = ("m", "nb", "k", "warps", "stages")
+            space = [c for c in SWEEP_SPACE if all(str(v) in keep.get(key, {str(v)}) for key, v in zip(names, c))]
+            cases = [c for c in SWEEP_CASES if c[1] in keep.get("dtype", {c[1]})]
+            for m, nb, k, wp, st in space[part::parts]:
+                change = {"block_m": m, "block_n": nb, "block_k": k, "num_warps": wp, "num_stages": st}
+                for row in graph_report(a.arch, a.sms, cases, change):
+                    print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            return
         for row in graph_report(a.arch, a.sms):
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         return

@@ -54,3 +54,21 @@ def test_kernel_compiles_to_the_design(dtype, arch, layout):
             assert "HMMA" in row["sass"], f"no tensor-core instructions in the SASS: {row}"
         assert int(row["release"]) >= 1 and int(row["acquire"]) >= 1, row
         assert int(row["spin_loops"]) >= 1, f"the acquire poll left its wait loop: {row}"
+
+
+def test_graph_kernel_compiles_without_spills():
+    """The graph kernel (triton_graph.py) with ``default_graph_config`` on compile_report's
+    GRAPH_CASES (Mixed_5b fp16 channels_last, Mixed_7c fp32 NCHW with split reductions, batch 1):
+    no spills, every dot wgmma, shared memory within sm_90's 227 KB, the acquire polled in a loop."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_report.py"), "--graph"],
+                          env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [dict(kv.split("=", 1) for kv in line.split()) for line in proc.stdout.splitlines()
+            if line.startswith("graph=")]
+    assert len(rows) == 2, proc.stdout
+    for row in rows:
+        assert int(row["spill"]) == 0, f"register spills: {row}"
+        assert 0 < int(row["regs"]) <= 255 and int(row["smem"]) <= SMEM_PER_SM[90], row
+        assert int(row["mma_left"]) == 0 and int(row["wgmma"]) >= int(row["dots"]) > 0, row
+        assert int(row["spin_loops"]) >= 1, row

@@ -25,6 +25,7 @@ __all__ = ["TileConfig", "autotune", "candidate_configs", "default_config", "def
 H100_SMS = 132  # H100 SXM and H200: the SM count the CPU paths plan for
 MIN_ITEMS = 100  # work items a launch offers at least (split reductions make up the rest)
 MAX_SPLITS = 16
+FP32_GRAPH_STAGES = 3  # the graph kernel's fp32 K-loop stages: cp.async loads, 96 KB, two programs per SM
 
 
 @dataclass(frozen=True)
@@ -266,18 +267,30 @@ def graph_schedule_for(graph, n: int, h: int, w: int, cfg: TileConfig, programs:
 @functools.lru_cache(maxsize=1024)
 def default_graph_config(graph, n: int, h: int, w: int, sms: int = H100_SMS,
                          dtype: torch.dtype | None = None) -> TileConfig:
-    """The graph kernel's one config, untuned: 64-pixel tiles, column blocks of 64, one 32-channel
-    reduction chunk for every node (the kernel has a single BK; 48- and 96-channel maps pad by a
-    third at most), 8 warps, 2 stages. ``block_kr`` is unused by the graph kernel. As in
-    ``default_config``, reductions are split only when the launch would offer fewer than
-    ``max(MIN_ITEMS, sms)`` items. ``dtype`` is part of the key for a later per-dtype choice.
+    """The graph kernel's config, untuned: 64-pixel tiles, column blocks of 64, 64-channel
+    reduction chunks, 8 warps; FP32_GRAPH_STAGES stages in fp32, 2 otherwise. ``block_kr`` is
+    unused by the graph kernel. As in ``default_config``, reductions are split only when the
+    launch would offer fewer than ``max(MIN_ITEMS, sms)`` items.
 
-    On sm_90 with Triton 3.6 (``compile_report.py --graph``) every dot is wgmma and nothing spills
-    with these tiles (about 250 registers); column blocks of 128 spilled 250-450 bytes in fp16
-    (Mixed_5b, 6a, 7a), and 4 warps spilled 200-1200 bytes at either width.
+    Why, from ``compile_report.py --graph --sweep`` (sm_90, Triton 3.6; benchmarks/NOTES.md) and
+    ``perf_model_graph.py``: only 64 x 64 tiles with 8 warps compile without spilling (128-pixel
+    tiles spilled 300-530 bytes, 128-wide column blocks 240+, 4 warps 400+), so larger tiles
+    "once the pixels fill the GPU" (GoogLeNet's rule) are not on offer here. Among those, 64-channel
+    chunks halve the chunks of every K-loop, and in fp16/bf16 each chunk costs a round trip (the
+    2-byte loads are not multi-buffered at any ``num_stages``: 8-16 KB of shared memory whatever
+    it says), which the model prices above the padding of 48-, 96- and 160-channel maps to
+    multiples of 64 (BK is per launch, not per node: one chunk size for every conv). With
+    64-channel chunks a conv of a 3x3 pool keeps the runtime tap loop (nine 64 x 64 loads in
+    flight spilled; ``triton_graph.pool_unrolled``); pool items still unroll, 32 channels at a
+    time. In fp32 the loads are 4-byte cp.async and multi-buffered: 3 stages (96 KB of shared
+    memory, two programs per SM in 227 KB; 4 stages, 128 KB, would leave one).
+    The model prefers these tiles end to end at batch 1, 50 and 256 with either parameter
+    set (per block, only Mixed_7c at batch 1, pessimistic, is faster with 32-channel chunks, whose
+    pool conv unrolls).
     """
-    del dtype
-    cfg = TileConfig(block_m=64, block_n=64, block_k=32, block_kr=32, num_warps=8, num_stages=2)
+    fp32 = dtype == torch.float32
+    cfg = TileConfig(block_m=64, block_n=64, block_k=64, block_kr=32, num_warps=8,
+                     num_stages=FP32_GRAPH_STAGES if fp32 else 2)
     items = len(graph_schedule_for(graph, n, h, w, cfg).items)
     want = max(MIN_ITEMS, sms)
     if 0 < items < want:
