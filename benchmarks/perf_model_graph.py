@@ -11,9 +11,13 @@ from ``calibrate.py``) and item model as perf_model.py's v4 predictions:
   pixels x its column block x chunks * BK), its memory time from the bytes its loads request
   (``item_loads``: the count the interpreter makes, masked lanes move nothing), a round trip for
   the first chunk, per atomic (ticket, each producer tile acquired, the release of a workspace
-  tile, a split's arrival) and per chunk where the loop is not multi-buffered. A conv reading a
-  pool of x computes the pool in its loop, one tap load after another (``_pool_tile``: a runtime
-  loop): a round trip per tap and chunk; a pool item (B's and D's max-pool) likewise per tap.
+  tile, a split's arrival) and per chunk where the loop is not multi-buffered (fp16/bf16: their
+  2-byte loads are not pipelined by Triton 3.6, whatever num_stages says). A conv reading a
+  pool of x computes the pool in its loop (``_pool_tile``): a 3x3 pool (all of Inception's) of a
+  tile of at most 2048 elements (``triton_graph.pool_unrolled``: BM x BK for a conv, BM x 32
+  channels for a pool item) has its nine tap loads unrolled and issued together, and its loop
+  runs one stage: a round trip per chunk (a pool item, B's and D's max-pool: per 32 channels).
+  Larger tiles and other pool shapes keep a runtime tap loop: a round trip per tap and chunk.
   Workspace maps (a conv read by a conv) are written once and read back from L2. Items are
   list-scheduled onto the programs in ticket order (``perf_model.simulate``): a consumer starts
   when every producer tile its taps read is finished. DRAM bytes (x, weights, output, workspaces
@@ -57,6 +61,7 @@ from fused_inception.kernels.graph_schedule import (  # noqa: E402
     source_rows,
 )
 from fused_inception.kernels.graph_schedule import N as NODE  # noqa: E402
+from fused_inception.kernels.triton_graph import pool_unrolled  # noqa: E402
 from fused_inception.kernels.tuning import TileConfig, default_graph_config, graph_schedule_for  # noqa: E402
 
 BATCHES = (1, 50, 256)  # 50: pytorch-fid's default batch
@@ -68,6 +73,7 @@ STEM = BlockGraph("stem", 3, (
     Conv("Conv2d_3b_1x1", 3, 64, 80), Conv("Conv2d_4a_3x3", 4, 80, 192, 3), Pool(5, "max", 3, 2, 0, name="maxpool2"),
 ), (6,))
 CLASSES = 1000
+POOL_SLICE = 32  # channels a pool item's unrolled 3x3 taps load at a time (triton_graph._item: PCH)
 
 
 # -- what each item loads -------------------------------------------------------------------------------
@@ -160,6 +166,11 @@ def _costs(sched: GraphSchedule, cfg: TileConfig, gpu: pm.Gpu, prm: pm.Params, e
     l2 = prm.l2_tbs * 1e12 / gpu.sms / share
     lat = prm.latency_us * 1e-6
     nodes = [dict(zip(NODE, (nd[NODE[k]] for k in NODE))) for nd in sched.nodes]
+    # Multi-buffered K-loops in fp32 only: there x and the weights load as 4-byte cp.async
+    # (LDGSTS) and shared memory grows with num_stages; in fp16/bf16 the loads are 2-byte LDGs
+    # (the channel masks compare with a runtime channel count, so nothing is known to be
+    # vectorisable) that Triton 3.6 does not pipeline: 8 KB of shared memory at any num_stages
+    # (compile_report.py --graph --sweep). Such a loop waits a round trip per chunk.
     out = []
     for row, (a, wts, other, _, rows, cols, once) in zip(sched.items, item_loads(sched, elem)):
         node, _, _, width, split, n_splits, slot, dep_lo, dep_hi, k_lo, k_hi = row
@@ -179,10 +190,17 @@ def _costs(sched: GraphSchedule, cfg: TileConfig, gpu: pm.Gpu, prm: pm.Params, e
             mem, store = mem + store, 0.0
         m, k = sched.block_m, (k_hi - k_lo) * sched.bk
         flops = 2 * m * width * k if conv else 0
-        # The pool's taps are a runtime loop of single loads: a round trip each (one halo tile would not).
-        iters, stages = (k_hi - k_lo if conv else 1), cfg.num_stages
+        iters, stages = (k_hi - k_lo if conv else 1), cfg.num_stages if elem == 4 else 1
         if pooled and not prm.halo_smem:
-            iters, stages = iters * taps, 1
+            slice_ = sched.bk if conv else min(width, POOL_SLICE)
+            if (r["pkh"], r["pkw"]) == (3, 3) and pool_unrolled(sched.block_m, slice_):
+                # Unrolled taps (``_pool_tile``, P3): a chunk's nine loads issue together, one round
+                # trip per chunk, no prefetch of the next (the loop runs one stage); a pool item
+                # walks its columns 32 at a time, a round trip each.
+                iters, stages = (iters if conv else -(-width // slice_)), 1
+            else:  # a runtime loop of single loads: a round trip per tap (one halo tile would not)
+                sliced = not conv and (r["pkh"], r["pkw"]) == (3, 3)  # 32 channels at a time, each a loop
+                iters, stages = iters * taps * (-(-width // slice_) if sliced else 1), 1
         dur = prm.item_us * 1e-6 + atomics * lat + pm._loop_s(iters, flops / rate, mem, prm, stages) + store
         combine = lat + ((n_splits - 1) * part_b + out_b) / l2 if slot >= 0 else 0.0
         done = out_b * (split == n_splits - 1)  # the last split stores the result
@@ -289,11 +307,11 @@ def predict(gpu: pm.Gpu, prm: pm.Params, batches=BATCHES, fid: bool = False, cha
             "network": [predict_network(rows, n, gpu, prm, fid) for n in batches]}
 
 
-# Tile configs the launcher could pick instead of its default (cumulative; whether they compile
-# without spilling is for compile_report.py --graph to say).
-WHAT_IFS = (("4 stages", (("num_stages", 4),)),
-            ("+ 64-channel chunks", (("num_stages", 4), ("block_k", 64))),
-            ("+ 128-pixel tiles", (("num_stages", 4), ("block_k", 64), ("block_m", 128))))
+# Tile configs the launcher could pick instead of its default (cumulative). Neither compiles
+# without spilling today (compile_report.py --graph --sweep: 240-530 bytes on sm_90), so these say
+# what removing the kernel's register pressure would be worth, not what it runs.
+WHAT_IFS = (("128-wide column blocks (spill today)", (("block_n", 128),)),
+            ("+ 128-pixel tiles (spill today)", (("block_n", 128), ("block_m", 128))))
 
 
 # -- tables -------------------------------------------------------------------------------------------------

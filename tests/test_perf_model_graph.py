@@ -5,6 +5,8 @@ No timing: these check counts, not predictions."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -108,3 +110,23 @@ def test_cli(capsys):
     out = capsys.readouterr().out
     assert "PREDICTIONS" in out and "H200, pessimistic parameters" in out and "| Mixed_7c | E | 1 |" in out
     assert "end to end" in out and "what-ifs" not in out
+
+
+def test_pool_round_trips_follow_the_kernel(monkeypatch):
+    """A conv of a 3x3 pool is priced a round trip per chunk where the kernel unrolls the taps
+    (``triton_graph.pool_unrolled``: 64 x 32 chunks) and one per tap and chunk where it loops
+    (64 x 64); nothing else changes."""
+    from fused_inception.kernels.graph_schedule import SRC_POOL
+
+    assert pg.pool_unrolled(64, 32) and not pg.pool_unrolled(64, 64) and not pg.pool_unrolled(128, 32)
+    graph, hw = INCEPTION_V3_BLOCKS["Mixed_6e"]
+    cfg = replace(default_graph_config(graph, 50, hw, hw, H100.sms, torch.float16), block_k=32)
+    grid = H100.sms * cfg.programs_per_sm
+    sched = graph_schedule_for(graph, 50, hw, hw, cfg, grid)
+    pooled = [sched.nodes[row[0]][pg.NODE["src"]] == SRC_POOL for row in sched.items]
+    assert any(pooled)
+    fast = pg._costs(sched, cfg, H100, pm.OPTIMISTIC, 2, grid)
+    monkeypatch.setattr(pg, "pool_unrolled", lambda rows, chans: False)
+    slow = pg._costs(sched, cfg, H100, pm.OPTIMISTIC, 2, grid)
+    for p, f, s in zip(pooled, fast, slow):
+        assert (f[0] < s[0]) if p else (f == s)
