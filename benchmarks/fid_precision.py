@@ -91,8 +91,7 @@ def random_fid_inception(fi, seed: int):
 def trunk(model, x: torch.Tensor, size: int) -> torch.Tensor:
     """FIDInceptionV3.forward with the resize to ``size`` instead of 299 (identical at 299)."""
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    net = model.inception
-    return torch.flatten(net.avgpool(net._to_8x8(net._to_17x17(2 * x - 1))), 1)
+    return model.features(2 * x - 1)
 
 
 def blocks_only(model, dtype) -> None:

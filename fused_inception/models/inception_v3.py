@@ -314,8 +314,17 @@ class FIDInceptionV3(nn.Module):
         self.inception = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        x = 2 * x - 1  # [0, 1] -> the [-1, 1] of the TensorFlow weights
+        return self.features(self.preprocess(x))
+
+    @staticmethod
+    def preprocess(x: torch.Tensor) -> torch.Tensor:
+        """pytorch-fid's input pipeline: bilinear resize to 299x299, [0, 1] -> the [-1, 1] of the
+        TensorFlow weights. Anything else gives other FID values."""
+        return 2 * F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) - 1
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on an already preprocessed input, to the pool3 features (any input size the
+        network accepts, 75x75 and up: what tests and precision studies run at small sizes)."""
         net = self.inception
         return torch.flatten(net.avgpool(net._to_8x8(net._to_17x17(x))), 1)
 
