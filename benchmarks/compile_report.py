@@ -141,7 +141,8 @@ SWEEP_SPACE = tuple((m, nb, k, wp, st) for m in (64, 128) for nb in (64, 128) fo
 
 def graph_report(arch: int, sms: int, cases=GRAPH_CASES, change: dict | None = None) -> list[dict]:
     """Compile facts of the graph kernel for Inception-v3 blocks: (block, dtype, layout, batch) each,
-    with the launcher's default config (its fields in ``change`` replaced)."""
+    with the launcher's default config (its fields in ``change`` replaced). ``align``: the
+    launcher's ALIGN/X_ALIGN (``triton_graph._align``; 1/1 is the unhinted scalar path)."""
     from fused_inception.graph import INCEPTION_V3_BLOCKS
     from fused_inception.kernels import triton_graph as tg
     from fused_inception.packing import graph_offsets
@@ -173,6 +174,7 @@ def graph_report(arch: int, sms: int, cases=GRAPH_CASES, change: dict | None = N
         r = resources(kernel.asm["cubin"])
         rows.append({"graph": name, "dtype": dt, "layout": layout, "n": n, "m": cfg.block_m, "nb": cfg.block_n,
                      "k": cfg.block_k, "split": cfg.split_k, "warps": cfg.num_warps, "stages": cfg.num_stages,
+                     "align": f"{seen['kwargs'].get('ALIGN', 1)}/{seen['kwargs'].get('X_ALIGN', 1)}",
                      "regs": r.get("regs", -1), "spill": r.get("stack", -1), "smem": kernel.metadata.shared,
                      **dot_facts(kernel), **protocol_facts(kernel.asm["ptx"]), "secs": f"{secs:.1f}",
                      "sass": ",".join(f"{k}:{v}" for k, v in sorted(r["sass"].items()))})

@@ -11,8 +11,9 @@ from ``calibrate.py``) and item model as perf_model.py's v4 predictions:
   pixels x its column block x chunks * BK), its memory time from the bytes its loads request
   (``item_loads``: the count the interpreter makes, masked lanes move nothing), a round trip for
   the first chunk, per atomic (ticket, each producer tile acquired, the release of a workspace
-  tile, a split's arrival) and per chunk where the loop is not multi-buffered (fp16/bf16: their
-  2-byte loads are not pipelined by Triton 3.6, whatever num_stages says). A conv reading a
+  tile, a split's arrival) and per chunk where the loop is not multi-buffered (fp16/bf16 without
+  the launcher's ALIGN: 2-byte loads, not pipelined by Triton 3.6 whatever num_stages says; with
+  it, every Inception-v3 block in channels_last, 16-byte cp.async over num_stages). A conv reading a
   pool of x computes the pool in its loop (``_pool_tile``): a 3x3 pool (all of Inception's) of a
   tile of at most 2048 elements (``triton_graph.pool_unrolled``: BM x BK for a conv, BM x 32
   channels for a pool item) has its nine tap loads unrolled and issued together, and its loop
@@ -166,11 +167,15 @@ def _costs(sched: GraphSchedule, cfg: TileConfig, gpu: pm.Gpu, prm: pm.Params, e
     l2 = prm.l2_tbs * 1e12 / gpu.sms / share
     lat = prm.latency_us * 1e-6
     nodes = [dict(zip(NODE, (nd[NODE[k]] for k in NODE))) for nd in sched.nodes]
-    # Multi-buffered K-loops in fp32 only: there x and the weights load as 4-byte cp.async
-    # (LDGSTS) and shared memory grows with num_stages; in fp16/bf16 the loads are 2-byte LDGs
-    # (the channel masks compare with a runtime channel count, so nothing is known to be
-    # vectorisable) that Triton 3.6 does not pipeline: 8 KB of shared memory at any num_stages
-    # (compile_report.py --graph --sweep). Such a loop waits a round trip per chunk.
+    # Multi-buffered K-loops: in fp32 x and the weights load as 4-byte (or, aligned, 16-byte)
+    # cp.async (LDGSTS) and shared memory grows with num_stages. In fp16/bf16 only when the
+    # launcher sets ALIGN (``triton_graph._align``: every channel count, offset and row stride a
+    # multiple of 8; the table's part is ``sched.aligned``, and the x assumed here is
+    # channels_last and aligned): the hinted loads are 16-byte LDGSTS.E.BYPASS.128 and shared
+    # memory grows 16 KB per stage (compile_report.py --graph, 2026-11-29). Without ALIGN the
+    # loads are 2-byte LDGs that Triton 3.6 does not pipeline (16 KB at any num_stages): such a
+    # loop waits a round trip per chunk.
+    pipelined = elem == 4 or sched.aligned(16 // elem)
     out = []
     for row, (a, wts, other, _, rows, cols, once) in zip(sched.items, item_loads(sched, elem)):
         node, _, _, width, split, n_splits, slot, dep_lo, dep_hi, k_lo, k_hi = row
@@ -190,7 +195,7 @@ def _costs(sched: GraphSchedule, cfg: TileConfig, gpu: pm.Gpu, prm: pm.Params, e
             mem, store = mem + store, 0.0
         m, k = sched.block_m, (k_hi - k_lo) * sched.bk
         flops = 2 * m * width * k if conv else 0
-        iters, stages = (k_hi - k_lo if conv else 1), cfg.num_stages if elem == 4 else 1
+        iters, stages = (k_hi - k_lo if conv else 1), cfg.num_stages if pipelined else 1
         if pooled and not prm.halo_smem:
             slice_ = sched.bk if conv else min(width, POOL_SLICE)
             if (r["pkh"], r["pkw"]) == (3, 3) and pool_unrolled(sched.block_m, slice_):

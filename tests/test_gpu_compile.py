@@ -59,7 +59,9 @@ def test_kernel_compiles_to_the_design(dtype, arch, layout):
 def test_graph_kernel_compiles_without_spills():
     """The graph kernel (triton_graph.py) with ``default_graph_config`` on compile_report's
     GRAPH_CASES (Mixed_5b fp16 channels_last, Mixed_7c fp32 NCHW with split reductions, batch 1):
-    no spills, every dot wgmma, shared memory within sm_90's 227 KB, the acquire polled in a loop."""
+    no spills, every dot wgmma, shared memory within sm_90's 227 KB, the acquire polled in a loop.
+    fp16 channels_last (the launcher's ALIGN=8): no 2-byte loads, the operands 16-byte cp.async,
+    multi-buffered (A's and B's 64 x 64 fp16 tiles, 16 KB, per stage)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_report.py"), "--graph"],
                           env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -72,3 +74,9 @@ def test_graph_kernel_compiles_without_spills():
         assert 0 < int(row["regs"]) <= 255 and int(row["smem"]) <= SMEM_PER_SM[90], row
         assert int(row["mma_left"]) == 0 and int(row["wgmma"]) >= int(row["dots"]) > 0, row
         assert int(row["spin_loops"]) >= 1, row
+        if row["dtype"] == "fp16" and row["layout"] == "channels_last":
+            assert row["align"] == "8/8", row
+            sass = dict(kv.split(":") for kv in row["sass"].split(","))
+            assert "LDG.E.U16" not in sass and int(sass.get("LDGSTS.E.BYPASS.128", 0)) > 0, row
+            tile = int(row["m"]) * int(row["k"]) * 2 + int(row["k"]) * int(row["nb"]) * 2
+            assert int(row["smem"]) == int(row["stages"]) * tile, f"not multi-buffered: {row}"

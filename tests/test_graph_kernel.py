@@ -23,6 +23,10 @@ from fused_inception.graph import (  # noqa: E402
     BlockGraph,
     Conv,
     Pool,
+    inception_a,
+    inception_c,
+    inception_d,
+    inception_e,
 )
 from fused_inception.kernels.triton_inception import launch_state  # noqa: E402
 from fused_inception.packing import conv_memory_format, graph_offsets, graph_packed_reference  # noqa: E402
@@ -37,6 +41,7 @@ from .helpers import (  # noqa: E402
     make_input,
     nan_output,
     requires_interpreter,
+    small_graph,
     tolerance,
 )
 
@@ -105,6 +110,84 @@ def test_large_tiles(kind):
     cfg = replace(CFG16, block_m=128, block_n=128, block_k=64, block_kr=64)
     x, wt, b, out = run(graph, max(n, 3), h, w, torch.float16, "channels_last", cfg=cfg)
     assert_matches(out, reference(x, graph, wt, b), tolerance(torch.float16))
+
+
+# Channel counts that are multiples of 8 (16 bytes in fp16/bf16): the launcher picks ALIGN=8, the
+# hinted path (vector loads). 24 channels leave half of a 16-channel chunk masked.
+ALIGNED_CASES = {
+    "A": (small_graph(inception_a(8, 8), 8, (8, 16, 24)), 2, 5, 6),
+    "C": (small_graph(inception_c(8, 8), 16, (24, 8, 16)), 2, 5, 6),
+    "D": (small_graph(inception_d(8), 8, (16, 24, 8)), 2, 7, 7),
+    "E": (small_graph(inception_e(16), 8, (8, 16, 24)), 1, 5, 6),
+}
+
+
+def spy_align(monkeypatch) -> list[tuple[int, int]]:
+    """The (ALIGN, X_ALIGN) of every launch from now on."""
+    seen, real = [], tg._align
+
+    def spy(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(tg, "_align", spy)
+    return seen
+
+
+@pytest.mark.fast_cases("A-fp16-channels_last", "E-bf16-channels_last", "D-fp16-nchw")
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("kind", list(ALIGNED_CASES))
+def test_aligned_channels(kind, dtype, layout, monkeypatch):
+    """Multiples of 8 channels: ALIGN=8 (16-byte vectors of weights and workspaces), and for a
+    channels_last x also X_ALIGN=8 (its loads hinted too); NCHW x keeps its scalar loads."""
+    graph, n, h, w = ALIGNED_CASES[kind]
+    dt = DTYPES[dtype]
+    seen = spy_align(monkeypatch)
+    x, wt, b, out = run(graph, n, h, w, dt, layout)
+    assert seen == [(8, 8 if layout == "channels_last" else 1)]
+    assert_matches(out, reference(x, graph, wt, b), tolerance(dt))
+
+
+def test_aligned_channels_fp32(monkeypatch):
+    """fp32: 16 bytes are 4 elements."""
+    graph, n, h, w = ALIGNED_CASES["E"]
+    seen = spy_align(monkeypatch)
+    x, wt, b, out = run(graph, n, h, w, torch.float32, "channels_last")
+    assert seen == [(4, 4)]
+    assert_matches(out, reference(x, graph, wt, b), tolerance(torch.float32))
+
+
+@pytest.mark.parametrize("what", ["x", "weight"])
+def test_misaligned_pointer_falls_back(what, monkeypatch):
+    """A channels_last x (or flat weights) one element past a 16-byte boundary, all channel counts
+    multiples of 8: x's loads (or every hinted load) fall back to the scalar path, same result."""
+    graph, n, h, w = ALIGNED_CASES["E"]
+    dt = torch.float16
+    x = make_input(n, graph.in_channels, h, w, dtype=dt, layout="channels_last")
+    wt, b = packed(graph, dt)
+    if what == "x":
+        flat = torch.empty(x.numel() + 1, dtype=dt)
+        x = flat[1:].view(n, h, w, graph.in_channels).permute(0, 3, 1, 2).copy_(x)
+        assert x.is_contiguous(memory_format=torch.channels_last) and x.data_ptr() % 16 == 2
+    else:
+        wt = torch.empty(wt.numel() + 1, dtype=dt)[1:].copy_(wt)
+    seen = spy_align(monkeypatch)
+    ho, wo = graph.out_size(h, w)
+    out, _ = nan_output(n, graph.out_channels, ho, wo, dt, channels_last=True)
+    tg.block_forward_triton(x, wt, b, graph, CFG16, out=out)
+    assert seen == [(8, 1) if what == "x" else (1, 1)]
+    assert_matches(out, reference(x, graph, wt, b), tolerance(dt))
+
+
+def test_odd_channels_not_aligned():
+    """The odd channel counts of GRAPH_CASES: ALIGN=1, today's unhinted path."""
+    for kind in ("A", "E", "googlenet-tv"):
+        graph, n, h, w = GRAPH_CASES[kind]
+        x = make_input(n, graph.in_channels, h, w, dtype=torch.float16, layout="channels_last")
+        wt, b = packed(graph, torch.float16)
+        sched = tg.graph_schedule_for(graph, n, h, w, CFG16, 4)
+        assert tg._align(x, wt, b, sched) == (1, 1)
 
 
 def test_default_config_and_output_layout():

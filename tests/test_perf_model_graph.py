@@ -130,3 +130,26 @@ def test_pool_round_trips_follow_the_kernel(monkeypatch):
     slow = pg._costs(sched, cfg, H100, pm.OPTIMISTIC, 2, grid)
     for p, f, s in zip(pooled, fast, slow):
         assert (f[0] < s[0]) if p else (f == s)
+
+
+def test_fp16_pipelining_follows_alignment(monkeypatch):
+    """fp16 K-loops are multi-buffered only where the launcher's ALIGN makes the loads 16-byte
+    cp.async (every Inception-v3 table is aligned): an unaligned table prices every conv that
+    reads x or a workspace slower (a round trip per chunk), and nothing else changes (the pooled
+    loops and pool items run one stage either way)."""
+    from fused_inception.kernels.graph_schedule import CONV, SRC_POOL, GraphSchedule
+
+    graph, hw = INCEPTION_V3_BLOCKS["Mixed_6e"]
+    cfg = default_graph_config(graph, 50, hw, hw, H100.sms, torch.float16)
+    assert cfg.num_stages > 1
+    grid = H100.sms * cfg.programs_per_sm
+    sched = graph_schedule_for(graph, 50, hw, hw, cfg, grid)
+    assert sched.aligned(8)
+    looped = [sched.nodes[row[0]][pg.NODE["kind"]] == CONV and sched.nodes[row[0]][pg.NODE["src"]] != SRC_POOL
+              and row[10] - row[9] > 1 for row in sched.items]
+    assert any(looped) and not all(looped)
+    fast = pg._costs(sched, cfg, H100, pm.OPTIMISTIC, 2, grid)
+    monkeypatch.setattr(GraphSchedule, "aligned", lambda self, vec: False)
+    slow = pg._costs(sched, cfg, H100, pm.OPTIMISTIC, 2, grid)
+    for lp, f, s in zip(looped, fast, slow):
+        assert (f[0] < s[0]) if lp else (f == s)

@@ -32,8 +32,8 @@ from ..graph import BlockGraph, Conv, Pool
 from ..packing import graph_offsets
 from .schedule import column_blocks
 
-__all__ = ["COLUMNS", "NODE_COLUMNS", "CONV", "POOL", "SKIP", "SRC_X", "SRC_WS", "SRC_POOL", "GraphSchedule",
-           "build_graph_schedule", "source_rows"]
+__all__ = ["ALIGN_COLUMNS", "COLUMNS", "NODE_COLUMNS", "CONV", "POOL", "SKIP", "SRC_X", "SRC_WS", "SRC_POOL",
+           "GraphSchedule", "build_graph_schedule", "source_rows"]
 
 # One row per ticket. node: the graph node; split/n_splits/slot as in schedule.py (slot -1: not
 # split); dep_lo/dep_hi: the producer's tiles whose ready counts it waits for (-1: none);
@@ -54,6 +54,8 @@ NODE_COLUMNS = ("kind", "src", "cin", "cout", "kh", "kw", "sh", "sw", "ph", "pw"
                 "pool", "cip", "pkh", "pkw", "psh", "psw", "pph", "ppw", "w_off", "b_off", "in_off", "in_ld",
                 "out_off", "out_ld", "out_c0", "ready", "dep_ready", "dep_target", "bk", "nch")
 N = {name: i for i, name in enumerate(NODE_COLUMNS)}
+# The columns ``GraphSchedule.aligned`` checks: what the kernel's ALIGN hints assume.
+ALIGN_COLUMNS = ("cin", "cout", "w_off", "b_off", "in_off", "in_ld", "out_off", "out_ld", "out_c0")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -91,6 +93,13 @@ class GraphSchedule:
 
     def node(self, i: int) -> dict[str, int]:
         return dict(zip(NODE_COLUMNS, self.nodes[i]))
+
+    def aligned(self, vec: int) -> bool:
+        """Whether every node row's channel counts, weight/bias/workspace offsets, workspace row
+        strides and output channel offset are multiples of ``vec`` elements (-1, "none", aside):
+        the table's part of the graph kernel's ALIGN (``triton_graph._align``)."""
+        cols = [N[c] for c in ALIGN_COLUMNS]
+        return all(v % vec == 0 for row in self.nodes for c in cols if (v := row[c]) != -1)
 
 
 def _check(graph: BlockGraph, needed: set[int]) -> None:

@@ -28,6 +28,13 @@ unfinished ticket never waits on anything unfinished, and some program always pr
 decoupled look-back argument of Merrill and Garland). Chains (a consumer that is also a producer,
 as in Inception-v3's C block, four convs deep) are covered by the same induction.
 
+Why two alignment constexprs (``ALIGN``, ``X_ALIGN``, chosen per launch by ``_align``): the
+channel masks compare with channel counts read from the table, so without a guarantee the
+compiler sees no 16-byte run that is all in or all out and loads fp16/bf16 two bytes at a time,
+which Triton 3.6 does not pipeline. When every count, offset and row stride is a multiple of 16
+bytes (every Inception-v3 and GoogLeNet block), the hints make the loads 16-byte ``cp.async``,
+multi-buffered over ``num_stages``; otherwise (ALIGN=1) the code is the unhinted path.
+
 Why the launch leaves its state zero: launches on one stream share one state buffer (no host
 memset, CUDA-graph replays work); the last program out zeroes it, after every program has counted
 itself finished, and the last split of an item resets its arrival count.
@@ -76,14 +83,18 @@ def pool_unrolled(rows, chans):
 
 
 @triton.jit
-def _pool_tap(x_ptr, base, coff, h0, w0, dh, dw, ok, c_ok, H, W, sxh, sxw, is_avg, acc, cnt):
+def _pool_tap(x_ptr, base, coff, h0, w0, dh, dw, ok, c_ok, H, W, sxh, sxw, is_avg, acc, cnt,
+              X_ALIGN: tl.constexpr):
     """One tap (dh, dw) of the pool window into ``acc``: the sum (avg) or the max (padding never
     wins, NaN propagates); ``cnt`` counts the in-bounds taps. One accumulator, not a max and a
     sum: fewer registers while the unrolled taps' loads are in flight."""
     hh = h0 + dh
     ww = w0 + dw
     inside = ok & (hh >= 0) & (hh < H) & (ww >= 0) & (ww < W)
-    v = tl.load(x_ptr + (base + hh.to(tl.int64) * sxh + ww.to(tl.int64) * sxw)[:, None] + coff[None, :],
+    xrow = base + hh.to(tl.int64) * sxh + ww.to(tl.int64) * sxw
+    if X_ALIGN > 1:  # channels_last x, strides multiples of X_ALIGN (launcher): rows start aligned
+        xrow = tl.multiple_of(xrow, X_ALIGN)
+    v = tl.load(x_ptr + xrow[:, None] + coff[None, :],
                 mask=inside[:, None] & c_ok[None, :], other=0.0).to(tl.float32)
     mx = tl.maximum(acc, tl.where(inside[:, None], v, float("-inf")), propagate_nan=tl.PropagateNan.ALL)
     return tl.where(is_avg != 0, acc + v, mx), cnt + inside.to(tl.float32)
@@ -91,7 +102,7 @@ def _pool_tap(x_ptr, base, coff, h0, w0, dh, dw, ok, c_ok, H, W, sxh, sxw, is_av
 
 @triton.jit
 def _pool_tile(x_ptr, img, oh, ow, ok, cs, c_ok, H, W, sxn, sxc, sxh, sxw,
-               is_avg, cip, pkh, pkw, psh, psw, pph, ppw, P3: tl.constexpr):
+               is_avg, cip, pkh, pkw, psh, psw, pph, ppw, P3: tl.constexpr, X_ALIGN: tl.constexpr = 1):
     """The pool of x at pool-output pixels (img, oh, ow), channels ``cs``, in fp32 (0 on masked
     lanes). Max: padding never wins, NaN propagates. Avg: the sum of in-bounds taps over kh*kw
     clipped to the padded map (count_include_pad, PyTorch's divisor) or over the in-bounds taps.
@@ -104,17 +115,20 @@ def _pool_tile(x_ptr, img, oh, ow, ok, cs, c_ok, H, W, sxn, sxc, sxh, sxw,
     w0 = ow * psw - ppw
     base = img.to(tl.int64) * sxn
     coff = cs.to(tl.int64) * sxc
+    if X_ALIGN > 1:  # sxc == 1 (the launcher checked): cs's runs of X_ALIGN stay contiguous
+        coff = tl.max_contiguous(tl.multiple_of(coff, X_ALIGN), X_ALIGN)
     acc = tl.full(coff[None, :].shape, float("-inf"), tl.float32) + tl.zeros_like(h0)[:, None].to(tl.float32)
     acc = tl.where(is_avg != 0, 0.0, acc)
     cnt = tl.zeros_like(h0).to(tl.float32)
     if P3:
         for t in tl.static_range(9):
-            acc, cnt = _pool_tap(x_ptr, base, coff, h0, w0, t // 3, t % 3, ok, c_ok, H, W, sxh, sxw, is_avg, acc, cnt)
+            acc, cnt = _pool_tap(x_ptr, base, coff, h0, w0, t // 3, t % 3, ok, c_ok, H, W, sxh, sxw, is_avg, acc, cnt,
+                                 X_ALIGN)
         span = (tl.minimum(h0 + 3, H + pph) - h0) * (tl.minimum(w0 + 3, W + ppw) - w0)
     else:
         for t in range(0, pkh * pkw):
             acc, cnt = _pool_tap(x_ptr, base, coff, h0, w0, t // pkw, t % pkw, ok, c_ok, H, W, sxh, sxw, is_avg,
-                                 acc, cnt)
+                                 acc, cnt, X_ALIGN)
         span = (tl.minimum(h0 + pkh, H + pph) - h0) * (tl.minimum(w0 + pkw, W + ppw) - w0)
     div = tl.where(cip != 0, span.to(tl.float32), cnt)
     v = tl.where(is_avg != 0, acc / tl.maximum(div, 1.0)[:, None], acc)
@@ -124,22 +138,38 @@ def _pool_tile(x_ptr, img, oh, ow, ok, cs, c_ok, H, W, sxn, sxc, sxh, sxw,
 @triton.jit
 def _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh, sxw,
                SRC_KIND: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
-               PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+               PRECISION: tl.constexpr, UPCAST: tl.constexpr, ALIGN: tl.constexpr, X_ALIGN: tl.constexpr):
     """The conv node ``nd`` for output pixels (img, oh, ow) and output channels ``cols``, as one
     implicit GEMM over reduction chunks [k_lo, k_hi) of (tap, input-channel chunk); taps outside
-    the source map read 0 (the conv's zero padding)."""
+    the source map read 0 (the conv's zero padding).
+
+    ``ALIGN`` > 1 (the launcher guaranteed it: ``_align``): cin, cout, the weight offset and the
+    workspace offset and row stride are multiples of ALIGN elements (16 bytes), so the channel
+    masks are constant on aligned runs of ALIGN and every row starts aligned: told to the compiler,
+    A's workspace loads and B's weight loads become 16-byte vectors, which Triton pipelines
+    (cp.async). ``X_ALIGN`` > 1: the same for A's loads from a channels_last x."""
     cin = tl.load(nd + CIN)
     cout = tl.load(nd + COUT)
+    w_off = tl.load(nd + W_OFF)
+    if ALIGN > 1:
+        cin = tl.multiple_of(cin, ALIGN)
+        cout = tl.multiple_of(cout, ALIGN)
+        w_off = tl.multiple_of(w_off, ALIGN)
     kw = tl.load(nd + KW)
     hi = tl.load(nd + HI)
     wi = tl.load(nd + WI)
     nch = tl.load(nd + NCH)
-    w_base = w_ptr + tl.load(nd + W_OFF).to(tl.int64)
+    w_base = w_ptr + w_off.to(tl.int64)
     h0 = oh * tl.load(nd + SH) - tl.load(nd + PH)
     w0 = ow * tl.load(nd + SW) - tl.load(nd + PW)
     if SRC_KIND == _S_WS:
-        src_ptr = ws_ptr + tl.load(nd + IN_OFF).to(tl.int64)
-        ld = tl.load(nd + IN_LD).to(tl.int64)
+        in_off = tl.load(nd + IN_OFF)
+        ld = tl.load(nd + IN_LD)
+        if ALIGN > 1:
+            in_off = tl.multiple_of(in_off, ALIGN)
+            ld = tl.multiple_of(ld, ALIGN)
+        src_ptr = ws_ptr + in_off.to(tl.int64)
+        ld = ld.to(tl.int64)
     if SRC_KIND >= _S_POOL:
         is_avg = tl.load(nd + PAVG)
         cip = tl.load(nd + PCIP)
@@ -163,14 +193,20 @@ def _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W
         m2 = inside[:, None] & c_ok[None, :]
         if SRC_KIND == _S_X:
             xrow = img.to(tl.int64) * sxn + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-            a = tl.load(x_ptr + xrow[:, None] + (cs.to(tl.int64) * sxc)[None, :], mask=m2, other=0.0)
+            xcol = cs.to(tl.int64) * sxc
+            if X_ALIGN > 1:
+                xrow = tl.multiple_of(xrow, X_ALIGN)
+                xcol = tl.max_contiguous(tl.multiple_of(xcol, X_ALIGN), X_ALIGN)
+            a = tl.load(x_ptr + xrow[:, None] + xcol[None, :], mask=m2, other=0.0)
         elif SRC_KIND == _S_WS:
             src = ((img * hi + ih) * wi + iw).to(tl.int64) * ld
+            if ALIGN > 1:
+                src = tl.multiple_of(src, ALIGN)
             a = tl.load(src_ptr + src[:, None] + cs[None, :], mask=m2, other=0.0)
         else:  # a 1x1 conv of the pool: its pixel is the pool's output pixel
             a = _pool_tile(x_ptr, img, ih, iw, inside, cs, c_ok, H, W, sxn, sxc, sxh, sxw,
                            is_avg, cip, pkh, pkw, psh, psw, pph, ppw,
-                           SRC_KIND == _S_POOL3).to(x_ptr.dtype.element_ty)
+                           SRC_KIND == _S_POOL3, X_ALIGN).to(x_ptr.dtype.element_ty)
         b = tl.load(w_base + (tap * cin + cs)[:, None] * cout + cols[None, :],
                     mask=c_ok[:, None] & col_ok[None, :], other=0.0)
         acc = _mma(a, b, acc, PRECISION, UPCAST)
@@ -179,12 +215,12 @@ def _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W
 
 @triton.jit
 def _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, cols, cout, out_c0, H, W, sxn, sxc, sxh, sxw, soc,
-               P3: tl.constexpr):
+               P3: tl.constexpr, X_ALIGN: tl.constexpr):
     """A pool node's output tile for channels ``cols``, stored to its output slice."""
     c_ok = cols < cout
     v = _pool_tile(x_ptr, img, oh, ow, ok, cols, c_ok, H, W, sxn, sxc, sxh, sxw,
                    tl.load(nd + PAVG), tl.load(nd + PCIP), tl.load(nd + PKH), tl.load(nd + PKW),
-                   tl.load(nd + PSH), tl.load(nd + PSW), tl.load(nd + PPH), tl.load(nd + PPW), P3)
+                   tl.load(nd + PSH), tl.load(nd + PSW), tl.load(nd + PPH), tl.load(nd + PPW), P3, X_ALIGN)
     tl.store(out_ptr + orow[:, None] + ((out_c0 + cols).to(tl.int64) * soc)[None, :],
              v.to(out_ptr.dtype.element_ty), mask=ok[:, None] & c_ok[None, :])
 
@@ -193,7 +229,8 @@ def _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, cols, cout, out_c0, H,
 def _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_ptr, NB, H, W, arrive_base,
           sxn, sxc, sxh, sxw, son, soc, soh, sow,
           BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BN_MAX: tl.constexpr,
-          MAX_SPLITS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+          MAX_SPLITS: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr, ALIGN: tl.constexpr,
+          X_ALIGN: tl.constexpr):
     """One work item whose column block is BN wide."""
     node = tl.load(row + 0)
     tile = tl.load(row + 1)
@@ -221,16 +258,18 @@ def _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_p
     PCH: tl.constexpr = min(BN, 32)
     if kind == _K_POOL:
         cout = tl.load(nd + COUT)
+        if ALIGN > 1:
+            cout = tl.multiple_of(cout, ALIGN)
         pkh = tl.load(nd + PKH)
         pkw = tl.load(nd + PKW)
         if (pkh == 3) & (pkw == 3):
             # Unrolled taps, 32 channels at a time: nine loads of a BM x 64 slice in flight spilled.
             for cc in tl.static_range(0, BN, PCH):
                 _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, c0 + cc + tl.arange(0, PCH), cout, out_c0,
-                           H, W, sxn, sxc, sxh, sxw, soc, pool_unrolled(BM, PCH))
+                           H, W, sxn, sxc, sxh, sxw, soc, pool_unrolled(BM, PCH), X_ALIGN)
         else:
             _pool_item(x_ptr, out_ptr, nd, img, oh, ow, ok, orow, cols, cout, out_c0, H, W, sxn, sxc, sxh, sxw, soc,
-                       False)
+                       False, X_ALIGN)
     elif kind == _K_CONV:
         src = tl.load(nd + SRC)
         if dep_lo >= 0:
@@ -244,20 +283,20 @@ def _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_p
             tl.debug_barrier()
         if src == _S_WS:
             acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh, sxw,
-                             _S_WS, BM, BN, BK, PRECISION, UPCAST)
+                             _S_WS, BM, BN, BK, PRECISION, UPCAST, ALIGN, X_ALIGN)
         elif src == _S_X:
             acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh, sxw,
-                             _S_X, BM, BN, BK, PRECISION, UPCAST)
+                             _S_X, BM, BN, BK, PRECISION, UPCAST, ALIGN, X_ALIGN)
         elif pool_unrolled(BM, BK):
             if (tl.load(nd + PKH) == 3) & (tl.load(nd + PKW) == 3):  # every Inception pool: unrolled taps
                 acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh,
-                                 sxw, _S_POOL3, BM, BN, BK, PRECISION, UPCAST)
+                                 sxw, _S_POOL3, BM, BN, BK, PRECISION, UPCAST, ALIGN, X_ALIGN)
             else:
                 acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh,
-                                 sxw, _S_POOL, BM, BN, BK, PRECISION, UPCAST)
+                                 sxw, _S_POOL, BM, BN, BK, PRECISION, UPCAST, ALIGN, X_ALIGN)
         else:
             acc = _conv_gemm(x_ptr, ws_ptr, w_ptr, nd, img, oh, ow, ok, cols, k_lo, k_hi, H, W, sxn, sxc, sxh, sxw,
-                             _S_POOL, BM, BN, BK, PRECISION, UPCAST)
+                             _S_POOL, BM, BN, BK, PRECISION, UPCAST, ALIGN, X_ALIGN)
         last = n_splits == 1
         if MAX_SPLITS > 1:  # compiled out when nothing is split
             if n_splits > 1:
@@ -274,8 +313,11 @@ def _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_p
                          v.to(out_ptr.dtype.element_ty), mask=ok[:, None] & col_ok[None, :])
             out_off = tl.load(nd + OUT_OFF)
             if out_off >= 0:
-                ld = tl.load(nd + OUT_LD).to(tl.int64)
-                tl.store(ws_ptr + out_off.to(tl.int64) + p.to(tl.int64)[:, None] * ld + cols[None, :],
+                ld = tl.load(nd + OUT_LD)
+                wrow = out_off.to(tl.int64) + p.to(tl.int64) * ld.to(tl.int64)
+                if ALIGN > 1:
+                    wrow = tl.multiple_of(wrow, ALIGN)
+                tl.store(ws_ptr + wrow[:, None] + cols[None, :],
                          v.to(ws_ptr.dtype.element_ty), mask=ok[:, None] & col_ok[None, :])
                 tl.debug_barrier()  # every thread's workspace stores are issued before the release
                 tl.atomic_add(state_ptr + tl.load(nd + READY) + tile, 1, sem="release", scope="gpu")
@@ -287,7 +329,7 @@ def graph_fwd_kernel(
     NB, H, W, n_items, n_programs, state_size, arrive_base,
     sxn, sxc, sxh, sxw, son, soc, soh, sow,
     BM: tl.constexpr, BN_MAX: tl.constexpr, BK: tl.constexpr, MAX_SPLITS: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, ALIGN: tl.constexpr = 1, X_ALIGN: tl.constexpr = 1,
 ):
     ticket = tl.atomic_add(state_ptr, 1)
     while ticket < n_items:
@@ -298,7 +340,7 @@ def graph_fwd_kernel(
                 if width == bn:
                     _item(row, node_ptr, state_ptr, x_ptr, out_ptr, ws_ptr, part_ptr, w_ptr, b_ptr, NB, H, W,
                           arrive_base, sxn, sxc, sxh, sxw, son, soc, soh, sow,
-                          BM, bn, BK, BN_MAX, MAX_SPLITS, PRECISION, UPCAST)
+                          BM, bn, BK, BN_MAX, MAX_SPLITS, PRECISION, UPCAST, ALIGN, X_ALIGN)
         ticket = tl.atomic_add(state_ptr, 1)
     leave_state_zero(state_ptr, n_programs, state_size)
 
@@ -343,6 +385,25 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, graph: Blo
         raise ValueError("x and the packed weights must be on one device")
 
 
+def _align(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sched: GraphSchedule) -> tuple[int, int]:
+    """(ALIGN, X_ALIGN) of a launch: the vector width in elements (16 bytes: 8 in fp16/bf16, 4 in
+    fp32) the kernel may assume, or 1 (no hints: the scalar path).
+
+    ALIGN > 1 only when every node row's channel counts (cin, cout), weight, bias and workspace
+    offsets, workspace row strides and output channel offset are multiples of it (the table as
+    built: ``GraphSchedule.aligned``) and the weight, bias (and workspace: a fresh allocation) pointers
+    are 16-byte aligned. X_ALIGN > 1 (A's loads from x are hinted too) also needs x channels_last
+    in memory (channel stride 1), its other strides multiples of ALIGN and its base 16-byte
+    aligned; NCHW x keeps its unhinted loads (its channels are not the contiguous axis)."""
+    vec = 16 // x.element_size()
+    ok = weight.data_ptr() % 16 == 0 and bias.data_ptr() % 16 == 0
+    if not (ok and sched.aligned(vec)):
+        return 1, 1
+    sn, sc, sh, sw = x.stride()
+    x_ok = sc == 1 and x.data_ptr() % 16 == 0 and all(s % vec == 0 for s in (sn, sh, sw))
+    return vec, vec if x_ok else 1
+
+
 def block_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, graph: BlockGraph,
                          config: TileConfig | None = None, max_programs: int | None = None,
                          out: torch.Tensor | None = None) -> torch.Tensor:
@@ -383,14 +444,16 @@ def block_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
                  device=x.device)
     state = launch_state(x.device, sched.state_size)
     items, nodes = graph_tables(sched, x.device)
+    weight, bias = weight.contiguous(), bias.contiguous()
+    align, x_align = _align(x, weight, bias, sched)
     try:
         graph_fwd_kernel[(grid,)](
-            items, nodes, state, x, out, ws, part, weight.contiguous(), bias.contiguous(),
+            items, nodes, state, x, out, ws, part, weight, bias,
             n, h, w, n_items, grid, sched.state_size, sched.arrive_base,
             *x.stride(), *out.stride(),
             BM=config.block_m, BN_MAX=config.block_n, BK=sched.bk, MAX_SPLITS=sched.max_splits,
             PRECISION=dot_precision(x.dtype), UPCAST=interp and x.dtype == torch.bfloat16,
-            num_warps=config.num_warps, num_stages=config.num_stages,
+            ALIGN=align, X_ALIGN=x_align, num_warps=config.num_warps, num_stages=config.num_stages,
         )
     except BaseException:
         if not x.is_cuda:  # an interpreted launch stopped half way: leave no stale state behind

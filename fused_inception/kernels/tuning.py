@@ -26,6 +26,7 @@ H100_SMS = 132  # H100 SXM and H200: the SM count the CPU paths plan for
 MIN_ITEMS = 100  # work items a launch offers at least (split reductions make up the rest)
 MAX_SPLITS = 16
 FP32_GRAPH_STAGES = 3  # the graph kernel's fp32 K-loop stages: cp.async loads, 96 KB, two programs per SM
+GRAPH_STAGES = 3  # fp16/bf16: 16-byte cp.async under ALIGN (48 KB); without it the loads are not pipelined
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def graph_schedule_for(graph, n: int, h: int, w: int, cfg: TileConfig, programs:
 def default_graph_config(graph, n: int, h: int, w: int, sms: int = H100_SMS,
                          dtype: torch.dtype | None = None) -> TileConfig:
     """The graph kernel's config, untuned: 64-pixel tiles, column blocks of 64, 64-channel
-    reduction chunks, 8 warps; FP32_GRAPH_STAGES stages in fp32, 2 otherwise. ``block_kr`` is
+    reduction chunks, 8 warps; FP32_GRAPH_STAGES stages in fp32, GRAPH_STAGES otherwise. ``block_kr`` is
     unused by the graph kernel. As in ``default_config``, reductions are split only when the
     launch would offer fewer than ``max(MIN_ITEMS, sms)`` items.
 
@@ -276,10 +277,15 @@ def default_graph_config(graph, n: int, h: int, w: int, sms: int = H100_SMS,
     ``perf_model_graph.py``: only 64 x 64 tiles with 8 warps compile without spilling (128-pixel
     tiles spilled 300-530 bytes, 128-wide column blocks 240+, 4 warps 400+), so larger tiles
     "once the pixels fill the GPU" (GoogLeNet's rule) are not on offer here. Among those, 64-channel
-    chunks halve the chunks of every K-loop, and in fp16/bf16 each chunk costs a round trip (the
-    2-byte loads are not multi-buffered at any ``num_stages``: 8-16 KB of shared memory whatever
-    it says), which the model prices above the padding of 48-, 96- and 160-channel maps to
-    multiples of 64 (BK is per launch, not per node: one chunk size for every conv). With
+    chunks halve the chunks of every K-loop, which the model prices above the padding of 48-, 96-
+    and 160-channel maps to multiples of 64 (BK is per launch, not per node: one chunk size for
+    every conv); the choice was made when every fp16/bf16 chunk cost a round trip (2-byte loads,
+    not multi-buffered). Since the launcher's ALIGN (``triton_graph._align``: channel counts,
+    offsets and strides multiples of 16 bytes, every Inception-v3 and GoogLeNet block in
+    channels_last) the fp16/bf16 loads are 16-byte cp.async and multi-buffered: 3 stages, 48 KB,
+    254 registers and no spills at 2, 3 and 4 stages alike (compile_report.py --graph, batch 50);
+    the model gains 1-3% over 2 stages and nothing more at 4. Without ALIGN (odd channel counts)
+    the stages are inert: 16 KB of shared memory whatever ``num_stages`` says. With
     64-channel chunks a conv of a 3x3 pool keeps the runtime tap loop (nine 64 x 64 loads in
     flight spilled; ``triton_graph.pool_unrolled``); pool items still unroll, 32 channels at a
     time. In fp32 the loads are 4-byte cp.async and multi-buffered: 3 stages (96 KB of shared
@@ -290,7 +296,7 @@ def default_graph_config(graph, n: int, h: int, w: int, sms: int = H100_SMS,
     """
     fp32 = dtype == torch.float32
     cfg = TileConfig(block_m=64, block_n=64, block_k=64, block_kr=32, num_warps=8,
-                     num_stages=FP32_GRAPH_STAGES if fp32 else 2)
+                     num_stages=FP32_GRAPH_STAGES if fp32 else GRAPH_STAGES)
     items = len(graph_schedule_for(graph, n, h, w, cfg).items)
     want = max(MIN_ITEMS, sms)
     if 0 < items < want:
