@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .graph import BlockGraph
 from .spec import InceptionSpec, UnitTensors
 
 __all__ = ["NotAnInceptionBlock", "ConvUnitParts", "InceptionParts", "fusion_bypasses", "parse_inception"]
@@ -45,10 +46,7 @@ class InceptionParts:
     units: tuple[ConvUnitParts, ...]  # 1x1, 3x3-reduce, 3x3, 5x5-reduce, 5x5, pool-proj
     pool: nn.MaxPool2d
     spec: InceptionSpec
-
-    @property
-    def graph(self):
-        return self.spec.graph
+    graph: BlockGraph  # spec.graph, built once here: a forward (and torch.compile) only reads it
 
     def tensors(self) -> tuple[UnitTensors, ...]:
         return tuple(u.tensors() for u in self.units)
@@ -225,5 +223,5 @@ def parse_inception(block: nn.Module, path: str = "") -> InceptionParts:
                          r5.conv.out_channels, c5.conv.out_channels, pp.conv.out_channels,
                          k3=c3.kernel_size, k5=c5.kernel_size, bias=bias, batch_norm=has_bn,
                          bn_eps=eps, relu=relu)
-    return InceptionParts(names, units, pool, spec)
+    return InceptionParts(names, units, pool, spec, spec.graph)
 
