@@ -21,7 +21,7 @@ from fused_inception.kernels.graph_schedule import CONV, NODE_COLUMNS, POOL, SRC
 from fused_inception.kernels.tuning import TileConfig, graph_schedule_for
 from fused_inception.packing import graph_offsets
 
-from .protocol_sim import Deadlock, EarlyRead, ProtocolError
+from .protocol_sim import Deadlock, EarlyRead, ProtocolError, _Recorder
 
 __all__ = ["Deadlock", "EarlyRead", "GraphLaunch", "GraphSim", "ProtocolError", "record_graph_launch",
            "static_faults"]
@@ -42,14 +42,6 @@ class GraphLaunch:
     nodes: list[dict[str, int]]
     state: list[int]
     args: dict
-
-
-class _Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def __getitem__(self, grid):
-        return lambda *args, **kw: self.calls.append((grid, args, kw))
 
 
 def record_graph_launch(graph: BlockGraph, n: int, h: int, w: int, cfg: TileConfig, max_programs: int) -> GraphLaunch:
