@@ -99,7 +99,7 @@ class FusedBlock(FusedModule):
         return (pack_graph_differentiable if differentiable else pack_graph)(parts.graph, parts.tensors(), dtype)
 
     def _fused(self, x: torch.Tensor, parts: TracedBlock, packed, backend: str) -> torch.Tensor:
-        return block_forward(x, *packed, parts.graph.encode(), backend)
+        return block_forward(x, *packed, parts.code, backend)
 
     def _reference(self, x: torch.Tensor, parts: TracedBlock) -> torch.Tensor:
         """The block's own forward where it came from one (its code, hooks on any submodule, and

@@ -43,6 +43,7 @@ class TracedBlock:
     def __init__(self, graph: BlockGraph, units: tuple[ConvUnitParts, ...]) -> None:
         self.graph = graph
         self.units = units
+        self.code = graph.encode()  # the graph op's argument, built once, not per forward
 
     def tensors(self):
         return tuple(u.tensors() for u in self.units)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from fused_inception import FusedInception
+from fused_inception import FusedInception, ops
 from fused_inception.ops import block_forward, inception_forward
 from fused_inception.packing import PackedWeights, pack_weights, pack_weights_differentiable
 
@@ -178,3 +178,20 @@ def test_block_forward_rejects_bad_arguments():
         block_forward(x, weight, bias, code[:-1], "reference")
     with pytest.raises(ValueError, match="too small"):
         block_forward(make_input(1, graph.in_channels, 2, 5), weight, bias, code, "reference")
+
+
+@requires_interpreter
+def test_block_forward_decodes_each_graph_once():
+    """The graph travels as ints on every call; decoding it (~50 us, a batch-1 block's kernel time)
+    happens once per graph, and the module hands over the ints it encoded once."""
+    graph, n, h, w = GRAPH_CASES["E"]
+    block = make_block(graph, backend="triton")
+    x = make_input(n, graph.in_channels, h, w)
+    assert block._parts.code == graph.encode()
+    with torch.no_grad():  # no autograd context: the op's own argument check is what decodes
+        block(x)
+        before = ops._decode.cache_info()
+        block(x)
+        after = ops._decode.cache_info()
+    assert block.last_backend == "triton"
+    assert after.misses == before.misses and after.hits > before.hits
